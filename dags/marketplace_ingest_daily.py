@@ -1,0 +1,55 @@
+"""
+## Marketplace ingest (daily)
+
+Lands one day of raw marketplace data into the lake: `raw/<table>/dt=YYYY-MM-DD/` for
+`events`, `orders`, `products`, `customers` and `reviews`, each published with a `_MANIFEST.json`.
+
+* **Partition**: the run's logical date (`data_interval_start`, UTC). The run for day D starts
+  after D has ended. Rerunning a date replaces exactly that date's partitions with identical content.
+* **Backfill**: any past range, e.g.
+  `airflow backfill create --dag-id marketplace_ingest_daily --from-date 2025-03-01 --to-date 2025-03-07`.
+* **Source**: the synthetic marketplace generator (deterministic by seed and date). Trigger with
+  parameters to change its scale.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+from include.preference.dag_policy import DEFAULT_ARGS, START_DATE
+
+
+@dag(
+    dag_id="marketplace_ingest_daily",
+    # Data-interval semantics: the run for day D starts after D ends, with data_interval_start = D.
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.instance(START_DATE),
+    catchup=False,
+    max_active_runs=3,
+    default_args=DEFAULT_ARGS,
+    tags=["customer-preference", "ingest"],
+    doc_md=__doc__,
+    params={
+        "source": Param("synthetic", type="string", enum=["synthetic"], description="Where the day's raw data comes from."),
+        "seed": Param(7, type="integer", minimum=0, description="Generator seed: same seed and date, same data."),
+        "customers": Param(2000, type="integer", minimum=1, description="Generator: customers in the world."),
+        "products": Param(400, type="integer", minimum=18, description="Generator: products in the catalogue."),
+        "sessions_per_day": Param(1500, type="integer", minimum=1, description="Generator: shopping sessions per day."),
+    },
+)
+def marketplace_ingest_daily():
+    @task
+    def land_raw_data(data_interval_start=None, run_id=None, params=None) -> dict:
+        """Generate or import the logical date's raw tables and publish them to `raw/`."""
+        from include.preference import tasks
+
+        generator = {k: params[k] for k in ("seed", "customers", "products", "sessions_per_day")}
+        return tasks.land_raw_data(
+            tasks.logical_day(data_interval_start), run_id=run_id, source=params["source"], generator=generator
+        )
+
+    land_raw_data()
+
+
+marketplace_ingest_daily()

@@ -1,0 +1,203 @@
+"""Settings from the environment (12-factor).
+
+Nothing here runs at import time: call :func:`load_settings` inside a task, a CLI command or a test.
+Airflow connections are read the way Airflow itself reads them from the environment
+(``AIRFLOW_CONN_<ID>`` as JSON or URI), so one variable serves the Airflow UI/hooks and this package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_BUCKET = "lake"
+DEFAULT_REGION = "us-east-1"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """The parts of an Airflow connection this package uses."""
+
+    conn_type: str = ""
+    host: str = ""
+    port: int | None = None
+    login: str = ""
+    password: str = ""
+    schema: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def parse_airflow_connection(value: str, variable: str = "AIRFLOW_CONN_*") -> ConnectionInfo:
+    """Parse an ``AIRFLOW_CONN_*`` value in Airflow's JSON or URI form.
+
+    Args:
+        value: the variable's text.
+        variable: the variable's name, for error messages.
+
+    Raises:
+        ConfigError: the value is neither valid JSON nor a URI with a scheme.
+    """
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{variable} is not valid JSON: {error}") from error
+        extra = data.get("extra") or {}
+        if isinstance(extra, str):
+            extra = json.loads(extra) if extra.strip() else {}
+        port = data.get("port")
+        return ConnectionInfo(
+            conn_type=str(data.get("conn_type", "")),
+            host=str(data.get("host") or ""),
+            port=int(port) if port not in (None, "") else None,
+            login=str(data.get("login") or ""),
+            password=str(data.get("password") or ""),
+            schema=str(data.get("schema") or ""),
+            extra=dict(extra),
+        )
+    parts = urlsplit(text)
+    if not parts.scheme:
+        raise ConfigError(f"{variable} must be JSON or a URI like aws://KEY:SECRET@/?endpoint_url=...")
+    extra = dict(parse_qsl(parts.query, keep_blank_values=True))
+    if "__extra__" in extra:
+        extra = json.loads(extra["__extra__"])
+    return ConnectionInfo(
+        conn_type=parts.scheme.replace("-", "_"),
+        host=unquote(parts.hostname or ""),
+        port=parts.port,
+        login=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        schema=unquote(parts.path.lstrip("/")),
+        extra=extra,
+    )
+
+
+def _connection_from_env(env: Mapping[str, str], conn_id: str) -> ConnectionInfo | None:
+    variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+    value = env.get(variable)
+    return parse_airflow_connection(value, variable) if value else None
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where the lake lives and how to sign requests to it."""
+
+    endpoint_url: str | None
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    region: str = DEFAULT_REGION
+    bucket: str = DEFAULT_BUCKET
+    source: str = "environment"
+
+    def describe(self) -> str:
+        """One line for logs and errors, without the secret."""
+        endpoint = self.endpoint_url or "AWS default endpoint"
+        return f"s3://{self.bucket} at {endpoint} (key id {self.access_key_id or '<none>'}, from {self.source})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a task needs to know about its environment."""
+
+    s3: S3Settings
+    mlflow_tracking_uri: str
+    local_dir: Path
+    code_version: str
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Local scratch space for Spark input/output staged to and from S3."""
+        return self.local_dir / "scratch"
+
+
+def _s3_settings(env: Mapping[str, str]) -> S3Settings:
+    conn_id = env.get("PREFERENCE_S3_CONN_ID", "aws_default")
+    bucket = env.get("PREFERENCE_BUCKET", DEFAULT_BUCKET)
+    connection = _connection_from_env(env, conn_id)
+    if connection is not None:
+        extra = connection.extra
+        endpoint = extra.get("endpoint_url") or extra.get("host") or None
+        return S3Settings(
+            endpoint_url=str(endpoint) if endpoint else None,
+            access_key_id=connection.login or str(extra.get("aws_access_key_id", "")),
+            secret_access_key=connection.password or str(extra.get("aws_secret_access_key", "")),
+            region=str(extra.get("region_name") or env.get("AWS_DEFAULT_REGION") or DEFAULT_REGION),
+            bucket=bucket,
+            source=f"AIRFLOW_CONN_{conn_id.upper()}",
+        )
+    access_key = env.get("AWS_ACCESS_KEY_ID", "")
+    secret_key = env.get("AWS_SECRET_ACCESS_KEY", "")
+    if not access_key or not secret_key:
+        raise ConfigError(
+            f"No S3 credentials: set AIRFLOW_CONN_{conn_id.upper()} (an Airflow aws connection) "
+            "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; see .env.example"
+        )
+    return S3Settings(
+        endpoint_url=env.get("S3_ENDPOINT_URL") or None,
+        access_key_id=access_key,
+        secret_access_key=secret_key,
+        region=env.get("AWS_DEFAULT_REGION", DEFAULT_REGION),
+        bucket=bucket,
+        source="AWS_* environment variables",
+    )
+
+
+def _mlflow_uri(env: Mapping[str, str]) -> str:
+    if env.get("MLFLOW_TRACKING_URI"):
+        return env["MLFLOW_TRACKING_URI"]
+    connection = _connection_from_env(env, env.get("PREFERENCE_MLFLOW_CONN_ID", "mlflow_default"))
+    if connection is not None and connection.host:
+        scheme = connection.schema or ("https" if connection.conn_type == "https" else "http")
+        port = f":{connection.port}" if connection.port else ""
+        return f"{scheme}://{connection.host}{port}"
+    return "http://127.0.0.1:5000"
+
+
+def code_version(env: Mapping[str, str] | None = None) -> str:
+    """The code version recorded in manifests and MLflow runs.
+
+    ``PREFERENCE_CODE_VERSION`` wins (set by CI or the image build); otherwise the git commit of
+    the checkout, marked ``-dirty`` when the tree has uncommitted changes; otherwise ``unknown``.
+    """
+    env = os.environ if env is None else env
+    if env.get("PREFERENCE_CODE_VERSION"):
+        return env["PREFERENCE_CODE_VERSION"]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=5,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from the environment (``os.environ`` by default).
+
+    Raises:
+        ConfigError: a required setting is missing or malformed.
+    """
+    env = os.environ if env is None else env
+    local_dir = Path(env.get("PREFERENCE_LOCAL_DIR") or PROJECT_ROOT / ".local")
+    return Settings(
+        s3=_s3_settings(env),
+        mlflow_tracking_uri=_mlflow_uri(env),
+        local_dir=local_dir,
+        code_version=code_version(env),
+    )

@@ -1,0 +1,18 @@
+"""Defaults every DAG of this project shares (plain values: no Airflow import, cheap at parse time)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+OWNER = "customer-preference"
+# Fixed, timezone-aware start: the first day the marketplace has data (the generator's default epoch).
+START_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+
+DEFAULT_ARGS: dict[str, object] = {
+    "owner": OWNER,
+    "retries": 3,
+    "retry_delay": dt.timedelta(minutes=1),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": dt.timedelta(minutes=20),
+    "execution_timeout": dt.timedelta(minutes=30),
+}

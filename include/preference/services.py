@@ -1,0 +1,424 @@
+"""The embedded runtime: SeaweedFS (S3), an MLflow server and Airflow standalone, on 127.0.0.1.
+
+Each service runs as its own process group, with its data under ``<home>/<service>/``, its log in
+``<home>/logs/`` and its PID in ``<home>/run/``. Start-up waits for a health check; stop signals the
+whole process group by PID (TERM, then KILL). The same code starts the services for ``make up`` and
+for the integration tests (another home, free ports).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from include.preference.config import DEFAULT_BUCKET, DEFAULT_REGION, PROJECT_ROOT
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+SERVICES = ("s3", "mlflow", "airflow")
+GENERATED_ENV = "generated.env"
+ADMIN_USER = "admin"
+
+
+class ServiceError(RuntimeError):
+    """A service did not start, or is not healthy; the message points at its log."""
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(pair_offset: int | None = None, taken: set[int] | None = None) -> int:
+    """A free TCP port on 127.0.0.1; with ``pair_offset``, ``port + pair_offset`` is free too."""
+    taken = taken if taken is not None else set()
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((HOST, 0))
+            port = int(probe.getsockname()[1])
+        if pair_offset is not None and (port + pair_offset > 65535 or not _port_is_free(port + pair_offset)):
+            continue
+        if port in taken or (pair_offset is not None and port + pair_offset in taken):
+            continue
+        taken.update({port} | ({port + pair_offset} if pair_offset is not None else set()))
+        return port
+    raise ServiceError("no free port found on 127.0.0.1")
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Every port the embedded services listen on (SeaweedFS adds 10000 for each gRPC port)."""
+
+    s3: int = 8333
+    mlflow: int = 5000
+    airflow: int = 8080
+    weed_master: int = 9333
+    weed_volume: int = 18080
+    weed_filer: int = 8888
+    weed_admin: int = 23646
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "Ports":
+        defaults = cls()
+        return cls(
+            s3=int(env.get("S3_PORT", defaults.s3)),
+            mlflow=int(env.get("MLFLOW_PORT", defaults.mlflow)),
+            airflow=int(env.get("AIRFLOW_PORT", defaults.airflow)),
+        )
+
+    @classmethod
+    def free(cls) -> "Ports":
+        """Fresh free ports, for tests running beside anything else on this machine."""
+        taken: set[int] = set()
+        weed = {name: free_port(10000, taken) for name in ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin")}
+        return cls(mlflow=free_port(None, taken), airflow=free_port(None, taken), **weed)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where the services live and how they are reached."""
+
+    home: Path
+    ports: Ports
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    admin_password: str = field(repr=False)
+    bucket: str = DEFAULT_BUCKET
+    dags_folder: Path = PROJECT_ROOT / "dags"
+    plugins_folder: Path = PROJECT_ROOT / "plugins"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{HOST}:{self.ports.s3}"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"http://{HOST}:{self.ports.mlflow}"
+
+    @property
+    def airflow_url(self) -> str:
+        return f"http://{HOST}:{self.ports.airflow}"
+
+    def client_env(self) -> dict[str, str]:
+        """Variables a task, a CLI or a test needs to use these services."""
+        connection = {
+            "conn_type": "aws",
+            "login": self.access_key_id,
+            "password": self.secret_access_key,
+            "extra": {"endpoint_url": self.s3_endpoint, "region_name": DEFAULT_REGION},
+        }
+        return {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_DEFAULT_REGION": DEFAULT_REGION,
+            "S3_ENDPOINT_URL": self.s3_endpoint,
+            "PREFERENCE_BUCKET": self.bucket,
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
+            "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps(
+                {"conn_type": "http", "host": HOST, "port": self.ports.mlflow, "schema": "http"}
+            ),
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
+            "PREFERENCE_LOCAL_DIR": str(self.home),
+        }
+
+    def airflow_env(self) -> dict[str, str]:
+        """Variables for Airflow standalone (SQLite, LocalExecutor, this project's DAGs)."""
+        airflow_home = self.home / "airflow"
+        return {
+            **self.client_env(),
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+            "AIRFLOW__API__HOST": HOST,
+            "AIRFLOW__API__PORT": str(self.ports.airflow),
+            "AIRFLOW__API__BASE_URL": self.airflow_url,
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+
+
+def load_env_files(home: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment, completed by ``.env`` and by the keys generated on first use.
+
+    Precedence: the process environment, then the project's ``.env``, then
+    ``<home>/generated.env``. Missing credentials are generated there (random, never committed).
+    """
+    from dotenv import dotenv_values
+
+    merged: dict[str, str] = {}
+    generated_file = home / GENERATED_ENV
+    for source in (generated_file, PROJECT_ROOT / ".env"):
+        if source.exists():
+            merged.update({k: v for k, v in dotenv_values(source).items() if v is not None})
+    merged.update(os.environ if env is None else env)
+    missing = {
+        "AWS_ACCESS_KEY_ID": lambda: "lake" + secrets.token_hex(6),
+        "AWS_SECRET_ACCESS_KEY": lambda: secrets.token_urlsafe(24),
+        "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
+    }
+    new = {name: make() for name, make in missing.items() if not merged.get(name)}
+    if new:
+        home.mkdir(parents=True, exist_ok=True)
+        with generated_file.open("a") as handle:
+            handle.writelines(f"{name}={value}\n" for name, value in new.items())
+        generated_file.chmod(0o600)
+        merged.update(new)
+    return merged
+
+
+def runtime_from_env(home: Path | None = None, env: Mapping[str, str] | None = None) -> Runtime:
+    """The runtime for ``make up``: home ``PREFERENCE_LOCAL_DIR`` (default ``.local``), fixed ports."""
+    base = dict(os.environ if env is None else env)
+    home = Path(home or base.get("PREFERENCE_LOCAL_DIR") or PROJECT_ROOT / ".local").resolve()
+    values = load_env_files(home, base)
+    return Runtime(
+        home=home,
+        ports=Ports.from_env(values),
+        access_key_id=values["AWS_ACCESS_KEY_ID"],
+        secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
+        admin_password=values["AIRFLOW_ADMIN_PASSWORD"],
+        bucket=values.get("PREFERENCE_BUCKET", DEFAULT_BUCKET),
+    )
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to start one service and how to tell that it is healthy."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    healthy: Callable[[], bool]
+    url: str
+    start_timeout: float
+
+
+def _http_status(url: str, timeout: float = 3.0) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def _http_json(url: str, timeout: float = 3.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+            return json.loads(response.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+class ServiceManager:
+    """Start, stop and inspect the embedded services of one :class:`Runtime`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    # -- specs ---------------------------------------------------------------------------
+    def spec(self, name: str) -> ServiceSpec:
+        rt = self.runtime
+        bin_dir = Path(sys.executable).parent
+        base_env = {**os.environ, **rt.client_env()}
+        if name == "s3":
+            ports = rt.ports
+            command = [
+                str(bin_dir / "weed"), "mini", f"-dir={rt.home / 's3'}", f"-ip={HOST}", f"-ip.bind={HOST}",
+                f"-s3.port={ports.s3}", f"-master.port={ports.weed_master}", f"-volume.port={ports.weed_volume}",
+                f"-filer.port={ports.weed_filer}", f"-admin.port={ports.weed_admin}", "-admin.ui=false",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", f"-bucket={rt.bucket}",
+            ]
+            return ServiceSpec("s3", command, base_env, self._s3_healthy, rt.s3_endpoint, 90)
+        if name == "mlflow":
+            command = [
+                sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(rt.ports.mlflow),
+                "--backend-store-uri", f"sqlite:///{rt.home / 'mlflow' / 'mlflow.db'}",
+                "--artifacts-destination", f"s3://{rt.bucket}/mlflow",
+                "--workers", "1",
+            ]
+            healthy = lambda: _http_status(f"{rt.mlflow_uri}/health") == 200  # noqa: E731
+            return ServiceSpec("mlflow", command, base_env, healthy, rt.mlflow_uri, 120)
+        if name == "airflow":
+            command = [str(bin_dir / "airflow"), "standalone"]
+            env = {**os.environ, **rt.airflow_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+            return ServiceSpec("airflow", command, env, self._airflow_healthy, rt.airflow_url, 300)
+        raise ValueError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
+
+    def _s3_healthy(self) -> bool:
+        if _http_status(self.runtime.s3_endpoint + "/") is None:
+            return False
+        from include.preference.config import S3Settings
+        from include.preference.storage import ObjectStore, StorageError
+
+        store = ObjectStore(S3Settings(
+            endpoint_url=self.runtime.s3_endpoint,
+            access_key_id=self.runtime.access_key_id,
+            secret_access_key=self.runtime.secret_access_key,
+            bucket=self.runtime.bucket,
+        ))
+        try:
+            store.ensure_bucket()
+        except StorageError:
+            return False
+        return True
+
+    def _airflow_healthy(self) -> bool:
+        health = _http_json(f"{self.runtime.airflow_url}/api/v2/monitor/health")
+        if not health:
+            return False
+        parts = ("metadatabase", "scheduler", "dag_processor", "triggerer")
+        return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
+
+    # -- files ---------------------------------------------------------------------------
+    def pid_file(self, name: str) -> Path:
+        return self.runtime.home / "run" / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.runtime.home / "logs" / f"{name}.log"
+
+    def pid(self, name: str) -> int | None:
+        """The PID of a running service started by this manager, or None."""
+        path = self.pid_file(name)
+        if not path.exists():
+            return None
+        try:
+            pid = int(path.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            return None
+        return pid
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, name: str) -> None:
+        """Start one service unless it already runs healthy; wait until it is healthy."""
+        spec = self.spec(name)
+        if self.pid(name) and spec.healthy():
+            log.info("%s already running at %s", name, spec.url)
+            return
+        self.stop(name)
+        for directory in ("run", "logs", name):
+            (self.runtime.home / directory).mkdir(parents=True, exist_ok=True)
+        if name == "airflow":
+            self._prepare_airflow()
+        with self.log_file(name).open("ab") as log_handle:
+            process = subprocess.Popen(  # noqa: S603 - fixed commands
+                spec.command, env=spec.env, cwd=self.runtime.home / name, stdout=log_handle,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+        self.pid_file(name).write_text(f"{process.pid}\n")
+        deadline = time.monotonic() + spec.start_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServiceError(
+                    f"{name} exited with code {process.returncode} during start-up; see {self.log_file(name)}"
+                )
+            if spec.healthy():
+                log.info("%s healthy at %s (pid %d)", name, spec.url, process.pid)
+                return
+            time.sleep(1.0)
+        self.stop(name)
+        raise ServiceError(
+            f"{name} was not healthy within {spec.start_timeout:.0f}s at {spec.url}; see {self.log_file(name)}"
+        )
+
+    def _prepare_airflow(self) -> None:
+        """Fix the admin password before Airflow generates a random one."""
+        airflow_home = self.runtime.home / "airflow"
+        airflow_home.mkdir(parents=True, exist_ok=True)
+        passwords = airflow_home / "passwords.json"
+        passwords.write_text(json.dumps({ADMIN_USER: self.runtime.admin_password}))
+        passwords.chmod(0o600)
+
+    def stop(self, name: str, timeout: float = 30.0) -> bool:
+        """Stop a service's whole process group by PID. Returns True if something was stopped."""
+        pid = self.pid(name)
+        self.pid_file(name).unlink(missing_ok=True)
+        if pid is None:
+            return False
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return True
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(pid, 0)
+                except ProcessLookupError:
+                    return True
+                self._reap(pid)
+                time.sleep(0.2)
+        return True
+
+    @staticmethod
+    def _reap(pid: int) -> None:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+
+    def up(self, names: tuple[str, ...] = SERVICES) -> None:
+        """Start services in dependency order (S3 before MLflow before Airflow)."""
+        for name in SERVICES:
+            if name in names:
+                self.start(name)
+
+    def down(self, names: tuple[str, ...] = SERVICES) -> None:
+        """Stop services in reverse order."""
+        for name in reversed(SERVICES):
+            if name in names:
+                self.stop(name)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """For each service: pid, healthy, url, log."""
+        report: dict[str, dict[str, object]] = {}
+        for name in SERVICES:
+            spec = self.spec(name)
+            pid = self.pid(name)
+            report[name] = {
+                "pid": pid,
+                "healthy": bool(pid) and spec.healthy(),
+                "url": spec.url,
+                "log": str(self.log_file(name)),
+            }
+        return report
+
+
+def ephemeral_runtime(home: Path) -> Runtime:
+    """A runtime on free ports with throwaway credentials, for integration tests."""
+    return Runtime(
+        home=home,
+        ports=Ports.free(),
+        access_key_id="test" + secrets.token_hex(4),
+        secret_access_key=secrets.token_urlsafe(16),
+        admin_password=secrets.token_urlsafe(8),
+    )

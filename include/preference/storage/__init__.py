@@ -1,0 +1,49 @@
+"""The lake: S3 access and the date-partition contract (manifest last, readers follow manifests)."""
+
+from include.preference.storage.partitions import (
+    LAYERS,
+    MANIFEST_NAME,
+    FileEntry,
+    Manifest,
+    PartFile,
+    PartitionNotFound,
+    PartitionRef,
+    list_partitions,
+    list_tables,
+    publish_directory,
+    publish_files,
+    publish_table,
+    read_file,
+    read_manifest,
+    read_table,
+    require_manifest,
+    upstream_entry,
+)
+from include.preference.storage.s3 import ObjectNotFound, ObjectStore, StorageAuthError, StorageError
+from include.preference.storage.scratch import scratch_directory, stage_partition
+
+__all__ = [
+    "LAYERS",
+    "MANIFEST_NAME",
+    "FileEntry",
+    "Manifest",
+    "ObjectNotFound",
+    "ObjectStore",
+    "PartFile",
+    "PartitionNotFound",
+    "PartitionRef",
+    "StorageAuthError",
+    "StorageError",
+    "list_partitions",
+    "list_tables",
+    "publish_directory",
+    "publish_files",
+    "publish_table",
+    "read_file",
+    "read_manifest",
+    "read_table",
+    "require_manifest",
+    "scratch_directory",
+    "stage_partition",
+    "upstream_entry",
+]

@@ -1,0 +1,363 @@
+"""Date partitions of the lake, published atomically behind a manifest.
+
+Layout of one partition::
+
+    <layer>/<table>/dt=YYYY-MM-DD/_MANIFEST.json          the commit point, written last
+    <layer>/<table>/dt=YYYY-MM-DD/v-<digest>/<files...>   the published version's files
+
+A publish uploads every file into a version folder named by the digest of the whole content
+(the staging prefix), then writes ``_MANIFEST.json``, then deletes every other version folder of
+that partition. Readers follow the manifest only, so:
+
+* a publish killed before its manifest leaves nothing visible (first publish) or leaves the
+  previous version visible and intact (a rerun);
+* publishing the same content again writes the same keys and a byte-identical manifest;
+* partitions of different dates share no key, so concurrent publishes do not interfere.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+from include.preference.storage.s3 import ObjectNotFound, ObjectStore, StorageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "_MANIFEST.json"
+MANIFEST_FORMAT_VERSION = 1
+LAYERS = ("raw", "quarantine", "validated", "features", "training", "scores", "segments", "reports")
+# Files a Spark job leaves next to its output that are not data.
+SPARK_SIDE_FILES = re.compile(r"(^|/)(_SUCCESS|_committed_.*|_started_.*|\..*\.crc|\.[^/]*)$")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+class PartitionNotFound(StorageError):
+    """No manifest-complete partition exists at that place."""
+
+
+@dataclass(frozen=True, order=True)
+class PartitionRef:
+    """One date partition: ``<layer>/<table>/dt=<date>/`` (``table`` may be empty, e.g. training)."""
+
+    layer: str
+    table: str
+    date: dt.date
+
+    def __post_init__(self) -> None:
+        if self.layer not in LAYERS:
+            raise ValueError(f"unknown layer {self.layer!r}; expected one of {', '.join(LAYERS)}")
+        for part in filter(None, self.table.split("/")):
+            if not _NAME.match(part):
+                raise ValueError(f"table name {self.table!r} must be lower-case letters, digits, _ and -")
+        if not isinstance(self.date, dt.date) or isinstance(self.date, dt.datetime):
+            raise TypeError(f"date must be a datetime.date, got {type(self.date).__name__}")
+
+    @property
+    def prefix(self) -> str:
+        table = f"{self.table}/" if self.table else ""
+        return f"{self.layer}/{table}dt={self.date.isoformat()}/"
+
+    @property
+    def manifest_key(self) -> str:
+        return self.prefix + MANIFEST_NAME
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One published file, relative to the partition prefix."""
+
+    path: str
+    bytes: int
+    sha256: str
+    rows: int | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a partition holds and where it came from."""
+
+    layer: str
+    table: str
+    logical_date: str
+    version: str
+    files: tuple[FileEntry, ...]
+    row_count: int | None
+    schema: Mapping[str, Any]
+    upstream: tuple[Mapping[str, Any], ...]
+    code_version: str
+    run_id: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    format_version: int = MANIFEST_FORMAT_VERSION
+
+    def to_json(self) -> bytes:
+        """Canonical JSON (sorted keys): equal manifests are equal bytes."""
+        return (json.dumps(asdict(self), sort_keys=True, indent=2, default=str) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> "Manifest":
+        data = json.loads(body)
+        data["files"] = tuple(FileEntry(**f) for f in data["files"])
+        data["upstream"] = tuple(data.get("upstream", ()))
+        return cls(**data)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_json()).hexdigest()
+
+
+@dataclass(frozen=True)
+class PartFile:
+    """A file to publish: a name relative to the partition, its bytes, and its row count if tabular."""
+
+    path: str
+    body: bytes
+    rows: int | None = None
+
+
+def parquet_bytes(table: "pa.Table") -> bytes:
+    """Serialise a table to Parquet deterministically (same table, same bytes)."""
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression="zstd", write_statistics=True)
+    return buffer.getvalue()
+
+
+def schema_of(table: "pa.Table") -> dict[str, Any]:
+    """A JSON-friendly description of an Arrow schema."""
+    return {
+        "columns": [
+            {"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema
+        ]
+    }
+
+
+def upstream_entry(store: ObjectStore, ref: PartitionRef) -> dict[str, Any]:
+    """Reference an input partition in a manifest: its URI and its manifest's hash.
+
+    Raises:
+        PartitionNotFound: the input has no manifest.
+    """
+    manifest = read_manifest(store, ref)
+    if manifest is None:
+        raise PartitionNotFound(f"upstream partition {store.uri(ref.prefix)} has no manifest")
+    return {"uri": store.uri(ref.manifest_key), "sha256": manifest.sha256}
+
+
+def _version_digest(parts: Sequence[PartFile]) -> str:
+    digest = hashlib.sha256()
+    for part in sorted(parts, key=lambda p: p.path):
+        digest.update(part.path.encode() + b"\0" + hashlib.sha256(part.body).digest())
+    return digest.hexdigest()[:16]
+
+
+def publish_files(
+    store: ObjectStore,
+    ref: PartitionRef,
+    parts: Sequence[PartFile],
+    *,
+    run_id: str,
+    code_version: str,
+    schema: Mapping[str, Any] | None = None,
+    upstream: Iterable[Mapping[str, Any]] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> Manifest:
+    """Publish files as the partition ``ref``, replacing any earlier version atomically.
+
+    Args:
+        store: the lake.
+        ref: the partition to (re)write.
+        parts: the files; names relative to the partition, unique.
+        run_id: the Airflow run (or CLI run) that produced them.
+        code_version: the code version that produced them.
+        schema: column descriptions for tabular data.
+        upstream: entries from :func:`upstream_entry` for the inputs.
+        extra: small stage-specific facts (e.g. validated and quarantined counts).
+
+    Returns:
+        The manifest that was written.
+    """
+    names = [p.path for p in parts]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate file names in publish of {ref.prefix}")
+    for name in names:
+        if name.startswith("/") or ".." in name.split("/") or name == MANIFEST_NAME:
+            raise ValueError(f"file name {name!r} is not a plain relative path")
+    version = f"v-{_version_digest(parts)}"
+    entries = []
+    for part in sorted(parts, key=lambda p: p.path):
+        relative = f"{version}/{part.path}"
+        store.put_bytes(ref.prefix + relative, part.body)
+        entries.append(
+            FileEntry(path=relative, bytes=len(part.body), sha256=hashlib.sha256(part.body).hexdigest(), rows=part.rows)
+        )
+    row_counts = [e.rows for e in entries]
+    manifest = Manifest(
+        layer=ref.layer,
+        table=ref.table,
+        logical_date=ref.date.isoformat(),
+        version=version,
+        files=tuple(entries),
+        row_count=sum(r for r in row_counts if r is not None) if any(r is not None for r in row_counts) else None,
+        schema=dict(schema or {}),
+        upstream=tuple(sorted((dict(u) for u in upstream), key=lambda u: str(u.get("uri")))),
+        code_version=code_version,
+        run_id=run_id,
+        extra=dict(extra or {}),
+    )
+    # The commit point: a single PUT replaces the manifest atomically.
+    store.put_bytes(ref.manifest_key, manifest.to_json(), content_type="application/json")
+    _collect_garbage(store, ref)
+    log.info("published %s (%s, %s rows, %d files)", store.uri(ref.prefix), version, manifest.row_count, len(entries))
+    return manifest
+
+
+def publish_table(
+    store: ObjectStore,
+    ref: PartitionRef,
+    table: "pa.Table",
+    *,
+    run_id: str,
+    code_version: str,
+    upstream: Iterable[Mapping[str, Any]] = (),
+    extra: Mapping[str, Any] | None = None,
+    rows_per_file: int = 1_000_000,
+) -> Manifest:
+    """Publish an Arrow table as Parquet files of at most ``rows_per_file`` rows."""
+    parts = []
+    offsets = range(0, max(table.num_rows, 1), rows_per_file)
+    for index, offset in enumerate(offsets):
+        chunk = table.slice(offset, rows_per_file)
+        parts.append(PartFile(f"part-{index:05d}.parquet", parquet_bytes(chunk), chunk.num_rows))
+    return publish_files(
+        store, ref, parts, run_id=run_id, code_version=code_version,
+        schema=schema_of(table), upstream=upstream, extra=extra,
+    )
+
+
+def publish_directory(
+    store: ObjectStore,
+    ref: PartitionRef,
+    directory: Path,
+    *,
+    run_id: str,
+    code_version: str,
+    upstream: Iterable[Mapping[str, Any]] = (),
+    extra: Mapping[str, Any] | None = None,
+    rows: Mapping[str, int] | None = None,
+) -> Manifest:
+    """Publish a local directory (e.g. a Spark job's output) as the partition ``ref``.
+
+    Spark's side files (``_SUCCESS``, ``.crc``) are skipped. Parquet row counts and schema come from
+    the files' footers; other files take their row count from ``rows`` (by relative path) if given.
+    """
+    import pyarrow.parquet as pq
+
+    parts = []
+    schema: dict[str, Any] = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        relative = path.relative_to(directory).as_posix()
+        if SPARK_SIDE_FILES.search(relative):
+            continue
+        count = (rows or {}).get(relative)
+        if path.suffix == ".parquet":
+            metadata = pq.read_metadata(path)
+            count = metadata.num_rows
+            file_schema = {
+                "columns": [
+                    {"name": f.name, "type": str(f.type), "nullable": f.nullable}
+                    for f in metadata.schema.to_arrow_schema()
+                ]
+            }
+            if schema and file_schema != schema:
+                raise StorageError(f"{relative} has another schema than the other files of {ref.prefix}")
+            schema = file_schema
+        parts.append(PartFile(relative, path.read_bytes(), count))
+    if not parts:
+        raise StorageError(f"nothing to publish from {directory} for {ref.prefix}")
+    return publish_files(
+        store, ref, parts, run_id=run_id, code_version=code_version,
+        schema=schema, upstream=upstream, extra=extra,
+    )
+
+
+def _collect_garbage(store: ObjectStore, ref: PartitionRef) -> None:
+    """Delete files of this partition that the current manifest does not reference."""
+    manifest = read_manifest(store, ref)
+    if manifest is None:
+        return
+    keep = {ref.prefix + f.path for f in manifest.files} | {ref.manifest_key}
+    stale = [key for key in store.list_keys(ref.prefix) if key not in keep]
+    if stale:
+        store.delete_keys(stale)
+        log.info("removed %d stale objects under %s", len(stale), store.uri(ref.prefix))
+
+
+def read_manifest(store: ObjectStore, ref: PartitionRef) -> Manifest | None:
+    """The partition's manifest, or None when the partition is not (completely) published."""
+    try:
+        return Manifest.from_json(store.get_bytes(ref.manifest_key))
+    except ObjectNotFound:
+        return None
+
+
+def require_manifest(store: ObjectStore, ref: PartitionRef) -> Manifest:
+    """The partition's manifest; raises :class:`PartitionNotFound` with the URI when absent."""
+    manifest = read_manifest(store, ref)
+    if manifest is None:
+        raise PartitionNotFound(
+            f"{store.uri(ref.prefix)} is not published (no {MANIFEST_NAME}); run the task that writes it first"
+        )
+    return manifest
+
+
+def read_table(store: ObjectStore, ref: PartitionRef, columns: Sequence[str] | None = None) -> "pa.Table":
+    """Read a published Parquet partition into one Arrow table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = require_manifest(store, ref)
+    tables = [
+        pq.read_table(io.BytesIO(store.get_bytes(ref.prefix + f.path)), columns=columns)
+        for f in manifest.files
+        if f.path.endswith(".parquet")
+    ]
+    if not tables:
+        raise PartitionNotFound(f"{store.uri(ref.prefix)} holds no Parquet files")
+    return pa.concat_tables(tables)
+
+
+def read_file(store: ObjectStore, ref: PartitionRef, name: str) -> bytes:
+    """Read one published file by its name as given at publish time."""
+    manifest = require_manifest(store, ref)
+    for entry in manifest.files:
+        if entry.path == f"{manifest.version}/{name}":
+            return store.get_bytes(ref.prefix + entry.path)
+    raise PartitionNotFound(f"{store.uri(ref.prefix)} has no file {name!r}")
+
+
+def list_partitions(store: ObjectStore, layer: str, table: str = "") -> list[dt.date]:
+    """Dates of the manifest-complete partitions of a table, oldest first."""
+    base = PartitionRef(layer, table, dt.date(2000, 1, 1)).prefix.rsplit("dt=", 1)[0]
+    dates = []
+    for prefix in store.list_prefixes(base):
+        match = re.search(r"dt=(\d{4}-\d{2}-\d{2})/$", prefix)
+        if match and store.exists(prefix + MANIFEST_NAME):
+            dates.append(dt.date.fromisoformat(match.group(1)))
+    return sorted(dates)
+
+
+def list_tables(store: ObjectStore, layer: str) -> list[str]:
+    """Names of the tables under a layer that hold at least one folder."""
+    return sorted(p[len(layer) + 1 : -1] for p in store.list_prefixes(f"{layer}/") if "dt=" not in p)

@@ -6,7 +6,9 @@ Lands one day of raw marketplace data into the lake: `raw/<table>/dt=YYYY-MM-DD/
 
 * **Partition**: the run's logical date (`data_interval_start`, UTC). The run for day D starts
   after D has ended. Rerunning a date replaces exactly that date's partitions with identical content.
-* **Backfill**: any past range, e.g.
+* **Trigger**: a manual run processes the last complete day before its logical date (Airflow's
+  data-interval rule), so "Trigger" with the default logical date (now) processes yesterday.
+* **Backfill**: any past range (UI "Backfill", or the CLI), e.g.
   `airflow backfill create --dag-id marketplace_ingest_daily --from-date 2025-03-01 --to-date 2025-03-07`.
 * **Source**: the synthetic marketplace generator (deterministic by seed and date). Trigger with
   parameters to change its scale.
@@ -15,9 +17,13 @@ Lands one day of raw marketplace data into the lake: `raw/<table>/dt=YYYY-MM-DD/
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
 
-from include.preference.dag_policy import DEFAULT_ARGS, START_DATE
+from include.preference.dag_policy import DEFAULT_ARGS, FAIL_FAST_ERRORS, FAIL_FAST_REASON, START_DATE
+
+FAIL_FAST = ExceptionRetryPolicy(
+    rules=[RetryRule(exception=list(FAIL_FAST_ERRORS), action=RetryAction.FAIL, reason=FAIL_FAST_REASON)]
+)
 
 
 @dag(
@@ -27,7 +33,7 @@ from include.preference.dag_policy import DEFAULT_ARGS, START_DATE
     start_date=pendulum.instance(START_DATE),
     catchup=False,
     max_active_runs=3,
-    default_args=DEFAULT_ARGS,
+    default_args={**DEFAULT_ARGS, "retry_policy": FAIL_FAST},
     tags=["customer-preference", "ingest"],
     doc_md=__doc__,
     params={

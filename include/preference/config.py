@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from include.preference.errors import ConfigError
+
+__all__ = ["ConfigError", "ConnectionInfo", "S3Settings", "Settings", "load_settings", "parse_airflow_connection"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUCKET = "lake"
 DEFAULT_REGION = "us-east-1"
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable."""
 
 
 @dataclass(frozen=True)

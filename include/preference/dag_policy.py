@@ -16,3 +16,12 @@ DEFAULT_ARGS: dict[str, object] = {
     "max_retry_delay": dt.timedelta(minutes=20),
     "execution_timeout": dt.timedelta(minutes=30),
 }
+
+# Failures that a retry cannot fix: the task fails at once instead of retrying with backoff.
+# Dotted paths, so DAG files name them without importing them at parse time.
+FAIL_FAST_ERRORS: tuple[str, ...] = (
+    "include.preference.errors.ConfigError",
+    "include.preference.errors.StorageAuthError",
+    "include.preference.errors.MissingLogicalDate",
+)
+FAIL_FAST_REASON = "configuration or credentials are wrong; retrying cannot help"

@@ -11,6 +11,7 @@ import logging
 from typing import Any, Mapping
 
 from include.preference.config import Settings, load_settings
+from include.preference.errors import MissingLogicalDate
 from include.preference.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -20,15 +21,15 @@ def logical_day(data_interval_start: dt.datetime | None) -> dt.date:
     """The partition date of a run: the UTC date of its data interval start.
 
     Raises:
-        ValueError: the run has no data interval (a manual run triggered without a logical date).
+        MissingLogicalDate: the run has no data interval (a manual run triggered without a logical date).
     """
     if data_interval_start is None:
-        raise ValueError(
+        raise MissingLogicalDate(
             "this run has no logical date; trigger it with a logical date (or use a backfill) so the "
             "partition to write is known"
         )
     if data_interval_start.tzinfo is None:
-        raise ValueError(f"data_interval_start {data_interval_start} has no time zone; expected UTC")
+        raise MissingLogicalDate(f"data_interval_start {data_interval_start} has no time zone; expected UTC")
     return data_interval_start.astimezone(dt.timezone.utc).date()
 
 

@@ -6,7 +6,6 @@ from include.preference.storage.partitions import (
     FileEntry,
     Manifest,
     PartFile,
-    PartitionNotFound,
     PartitionRef,
     list_partitions,
     list_tables,
@@ -19,7 +18,8 @@ from include.preference.storage.partitions import (
     require_manifest,
     upstream_entry,
 )
-from include.preference.storage.s3 import ObjectNotFound, ObjectStore, StorageAuthError, StorageError
+from include.preference.errors import ObjectNotFound, PartitionNotFound, StorageAuthError, StorageError
+from include.preference.storage.s3 import ObjectStore
 from include.preference.storage.scratch import scratch_directory, stage_partition
 
 __all__ = [

@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from include.preference.storage.s3 import ObjectNotFound, ObjectStore, StorageError
+from include.preference.errors import ObjectNotFound, PartitionNotFound, StorageError
+from include.preference.storage.s3 import ObjectStore
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,10 +41,6 @@ LAYERS = ("raw", "quarantine", "validated", "features", "training", "scores", "s
 # Files a Spark job leaves next to its output that are not data.
 SPARK_SIDE_FILES = re.compile(r"(^|/)(_SUCCESS|_committed_.*|_started_.*|\..*\.crc|\.[^/]*)$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
-
-
-class PartitionNotFound(StorageError):
-    """No manifest-complete partition exists at that place."""
 
 
 @dataclass(frozen=True, order=True)

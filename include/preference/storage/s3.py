@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from include.preference.config import S3Settings
+from include.preference.errors import ObjectNotFound, StorageAuthError, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -19,18 +20,6 @@ AUTH_ERROR_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
 )
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-
-
-class StorageError(RuntimeError):
-    """An S3 operation failed; the message says which and where."""
-
-
-class StorageAuthError(StorageError):
-    """S3 refused the credentials."""
-
-
-class ObjectNotFound(StorageError):
-    """The key does not exist."""
 
 
 class ObjectStore:

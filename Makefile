@@ -29,7 +29,7 @@ install: $(INSTALLED)
 demo: install
 	$(PY) -m include.preference demo
 
-test: install
+test: install lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
@@ -50,6 +50,7 @@ status:
 lint: install
 	$(PY) -m ruff check include dags plugins tests bench
 	$(PY) -m ruff format --check include dags plugins tests bench
+	$(VENV)/bin/detect-secrets-hook --baseline .secrets.baseline $$(git ls-files | grep -vE '^requirements.*\.txt$$|^\.secrets\.baseline$$')
 
 format: install
 	$(PY) -m ruff format include dags plugins tests bench

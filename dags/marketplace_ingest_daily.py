@@ -37,7 +37,9 @@ FAIL_FAST = ExceptionRetryPolicy(
     tags=["customer-preference", "ingest"],
     doc_md=__doc__,
     params={
-        "source": Param("synthetic", type="string", enum=["synthetic"], description="Where the day's raw data comes from."),
+        "source": Param(
+            "synthetic", type="string", enum=["synthetic"], description="Where the day's raw data comes from."
+        ),
         "seed": Param(7, type="integer", minimum=0, description="Generator seed: same seed and date, same data."),
         "customers": Param(2000, type="integer", minimum=1, description="Generator: customers in the world."),
         "products": Param(400, type="integer", minimum=18, description="Generator: products in the catalogue."),

@@ -7,8 +7,8 @@ import secrets
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -22,15 +22,17 @@ for _name in [n for n in os.environ if n.startswith(("AIRFLOW_CONN_", "AIRFLOW__
     del os.environ[_name]
 for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL", "AIRFLOW_HOME"):
     os.environ.pop(_name, None)
-os.environ.update({
-    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
-    "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-    "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
-    "PREFERENCE_CODE_VERSION": "test",
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
+        "PREFERENCE_CODE_VERSION": "test",
+    }
+)
 
 
 @pytest.fixture(scope="session")
@@ -73,12 +75,14 @@ def make_store(runtime, bucket: str | None = None):
     from include.preference.config import S3Settings
     from include.preference.storage import ObjectStore
 
-    store = ObjectStore(S3Settings(
-        endpoint_url=runtime.s3_endpoint,
-        access_key_id=runtime.access_key_id,
-        secret_access_key=runtime.secret_access_key,
-        bucket=bucket or f"t-{secrets.token_hex(6)}",
-    ))
+    store = ObjectStore(
+        S3Settings(
+            endpoint_url=runtime.s3_endpoint,
+            access_key_id=runtime.access_key_id,
+            secret_access_key=runtime.secret_access_key,
+            bucket=bucket or f"t-{secrets.token_hex(6)}",
+        )
+    )
     store.ensure_bucket()
     return store
 
@@ -109,6 +113,9 @@ def airflow_db() -> Path:
     """Airflow's metadata database (SQLite) for dag.test(), migrated once per session."""
     subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        check=True, capture_output=True, env=os.environ.copy(), timeout=600,
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+        timeout=600,
     )
     return _AIRFLOW_HOME

@@ -35,6 +35,8 @@ class AirflowClient:
     """
 
     def __init__(self, base_url: str, username: str, password: str) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(f"Airflow URL must be http(s), got {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self._credentials = {"username": username, "password": password}
         self._token: str | None = None
@@ -44,7 +46,8 @@ class AirflowClient:
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
+        url = self.base_url + path  # http(s) only: checked in __init__
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - configured URL
                 payload = response.read()
@@ -78,7 +81,13 @@ class AirflowClient:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 
     def create_backfill(
-        self, dag_id: str, start: dt.date, end: dt.date, *, max_active_runs: int = 3, reprocess: str = "completed",
+        self,
+        dag_id: str,
+        start: dt.date,
+        end: dt.date,
+        *,
+        max_active_runs: int = 3,
+        reprocess: str = "completed",
         conf: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Create runs for every logical date from ``start`` to ``end`` (inclusive).
@@ -110,18 +119,25 @@ class AirflowClient:
 
     def trigger(self, dag_id: str, logical_date: dt.datetime, conf: dict[str, Any] | None = None) -> dict[str, Any]:
         """Trigger one run for a logical date (as the UI's trigger form does)."""
-        return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {
-            "logical_date": logical_date.isoformat(), "conf": conf or {},
-        })
+        return self._request(
+            "POST",
+            f"/api/v2/dags/{dag_id}/dagRuns",
+            {
+                "logical_date": logical_date.isoformat(),
+                "conf": conf or {},
+            },
+        )
 
     def dag_runs(self, dag_id: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
         """Runs whose logical date lies within [start, end]."""
-        query = urllib.parse.urlencode({
-            "logical_date_gte": f"{start.isoformat()}T00:00:00Z",
-            "logical_date_lte": f"{end.isoformat()}T00:00:00Z",
-            "order_by": "logical_date",
-            "limit": 100,
-        })
+        query = urllib.parse.urlencode(
+            {
+                "logical_date_gte": f"{start.isoformat()}T00:00:00Z",
+                "logical_date_lte": f"{end.isoformat()}T00:00:00Z",
+                "order_by": "logical_date",
+                "limit": 100,
+            }
+        )
         return list(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"])
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:

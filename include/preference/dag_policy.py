@@ -6,7 +6,7 @@ import datetime as dt
 
 OWNER = "customer-preference"
 # Fixed, timezone-aware start: the first day the marketplace has data (the generator's default epoch).
-START_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+START_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 DEFAULT_ARGS: dict[str, object] = {
     "owner": OWNER,

@@ -26,8 +26,8 @@ DEMO_DAGS = ("marketplace_ingest_daily",)
 
 def last_complete_day(now: dt.datetime | None = None) -> dt.date:
     """Yesterday in UTC: the newest day whose data interval has ended."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    return now.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(dt.UTC).date() - dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,14 @@ class DemoResult:
 
 
 def store_for(runtime: Runtime) -> ObjectStore:
-    return ObjectStore(S3Settings(
-        endpoint_url=runtime.s3_endpoint,
-        access_key_id=runtime.access_key_id,
-        secret_access_key=runtime.secret_access_key,
-        bucket=runtime.bucket,
-    ))
+    return ObjectStore(
+        S3Settings(
+            endpoint_url=runtime.s3_endpoint,
+            access_key_id=runtime.access_key_id,
+            secret_access_key=runtime.secret_access_key,
+            bucket=runtime.bucket,
+        )
+    )
 
 
 def published_partitions(store: ObjectStore) -> list[tuple[str, str, str, int | None]]:
@@ -90,9 +92,11 @@ def format_summary(runtime: Runtime, result: DemoResult) -> str:
         for run in runs:
             duration = ""
             if run.get("start_date") and run.get("end_date"):
-                seconds = (dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"]))
+                seconds = dt.datetime.fromisoformat(run["end_date"]) - dt.datetime.fromisoformat(run["start_date"])
                 duration = f"{seconds.total_seconds():.0f}s"
-            lines.append(f"  {dag_id:32s} {run['logical_date'][:10]}  {run['state']:8s} {duration:>5s}  {run['dag_run_id']}")
+            lines.append(
+                f"  {dag_id:32s} {run['logical_date'][:10]}  {run['state']:8s} {duration:>5s}  {run['dag_run_id']}"
+            )
     lines.append("")
     lines.append(f"Published partitions in s3://{runtime.bucket}/ (with _MANIFEST.json):")
     for layer, table, date, rows in result.partitions:

@@ -8,6 +8,7 @@ for the integration tests (another home, free ports).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,9 +20,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 from include.preference.config import DEFAULT_BUCKET, DEFAULT_REGION, PROJECT_ROOT
 
@@ -88,7 +89,9 @@ class Ports:
     def free(cls) -> "Ports":
         """Fresh free ports, for tests running beside anything else on this machine."""
         taken: set[int] = set()
-        weed = {name: free_port(10000, taken) for name in ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin")}
+        weed = {
+            name: free_port(10000, taken) for name in ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin")
+        }
         return cls(mlflow=free_port(None, taken), airflow=free_port(None, taken), **weed)
 
 
@@ -252,18 +255,39 @@ class ServiceManager:
         if name == "s3":
             ports = rt.ports
             command = [
-                str(bin_dir / "weed"), "mini", f"-dir={rt.home / 's3'}", f"-ip={HOST}", f"-ip.bind={HOST}",
-                f"-s3.port={ports.s3}", f"-master.port={ports.weed_master}", f"-volume.port={ports.weed_volume}",
-                f"-filer.port={ports.weed_filer}", f"-admin.port={ports.weed_admin}", "-admin.ui=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", f"-bucket={rt.bucket}",
+                str(bin_dir / "weed"),
+                "mini",
+                f"-dir={rt.home / 's3'}",
+                f"-ip={HOST}",
+                f"-ip.bind={HOST}",
+                f"-s3.port={ports.s3}",
+                f"-master.port={ports.weed_master}",
+                f"-volume.port={ports.weed_volume}",
+                f"-filer.port={ports.weed_filer}",
+                f"-admin.port={ports.weed_admin}",
+                "-admin.ui=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                "-webdav=false",
+                f"-bucket={rt.bucket}",
             ]
             return ServiceSpec("s3", command, base_env, self._s3_healthy, rt.s3_endpoint, 90)
         if name == "mlflow":
             command = [
-                sys.executable, "-m", "mlflow", "server", "--host", HOST, "--port", str(rt.ports.mlflow),
-                "--backend-store-uri", f"sqlite:///{rt.home / 'mlflow' / 'mlflow.db'}",
-                "--artifacts-destination", f"s3://{rt.bucket}/mlflow",
-                "--workers", "1",
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                HOST,
+                "--port",
+                str(rt.ports.mlflow),
+                "--backend-store-uri",
+                f"sqlite:///{rt.home / 'mlflow' / 'mlflow.db'}",
+                "--artifacts-destination",
+                f"s3://{rt.bucket}/mlflow",
+                "--workers",
+                "1",
             ]
             healthy = lambda: _http_status(f"{rt.mlflow_uri}/health") == 200  # noqa: E731
             return ServiceSpec("mlflow", command, base_env, healthy, rt.mlflow_uri, 120)
@@ -279,12 +303,14 @@ class ServiceManager:
         from include.preference.config import S3Settings
         from include.preference.storage import ObjectStore, StorageError
 
-        store = ObjectStore(S3Settings(
-            endpoint_url=self.runtime.s3_endpoint,
-            access_key_id=self.runtime.access_key_id,
-            secret_access_key=self.runtime.secret_access_key,
-            bucket=self.runtime.bucket,
-        ))
+        store = ObjectStore(
+            S3Settings(
+                endpoint_url=self.runtime.s3_endpoint,
+                access_key_id=self.runtime.access_key_id,
+                secret_access_key=self.runtime.secret_access_key,
+                bucket=self.runtime.bucket,
+            )
+        )
         try:
             store.ensure_bucket()
         except StorageError:
@@ -331,8 +357,13 @@ class ServiceManager:
             self._prepare_airflow()
         with self.log_file(name).open("ab") as log_handle:
             process = subprocess.Popen(  # noqa: S603 - fixed commands
-                spec.command, env=spec.env, cwd=self.runtime.home / name, stdout=log_handle,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                spec.command,
+                env=spec.env,
+                cwd=self.runtime.home / name,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.pid_file(name).write_text(f"{process.pid}\n")
         deadline = time.monotonic() + spec.start_timeout
@@ -381,10 +412,9 @@ class ServiceManager:
 
     @staticmethod
     def _reap(pid: int) -> None:
-        try:
+        # Only our own children can be reaped; for others the call has nothing to do.
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
 
     def up(self, names: tuple[str, ...] = SERVICES) -> None:
         """Start services in dependency order (S3 before MLflow before Airflow)."""

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from include.preference.config import Settings, load_settings
 from include.preference.errors import MissingLogicalDate
@@ -30,7 +31,7 @@ def logical_day(data_interval_start: dt.datetime | None) -> dt.date:
         )
     if data_interval_start.tzinfo is None:
         raise MissingLogicalDate(f"data_interval_start {data_interval_start} has no time zone; expected UTC")
-    return data_interval_start.astimezone(dt.timezone.utc).date()
+    return data_interval_start.astimezone(dt.UTC).date()
 
 
 def open_store(settings: Settings | None = None) -> ObjectStore:

@@ -14,8 +14,19 @@ pytestmark = pytest.mark.unit
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 DAG_FILES = sorted(p for p in DAGS_FOLDER.glob("*.py") if not p.name.startswith("_"))
-HEAVY_MODULES = ("tensorflow", "keras", "pyspark", "mlflow", "boto3", "botocore", "great_expectations",
-                 "sklearn", "pyarrow", "include.preference.storage", "include.preference.sources")
+HEAVY_MODULES = (
+    "tensorflow",
+    "keras",
+    "pyspark",
+    "mlflow",
+    "boto3",
+    "botocore",
+    "great_expectations",
+    "sklearn",
+    "pyarrow",
+    "include.preference.storage",
+    "include.preference.sources",
+)
 PARSE_BUDGET_SECONDS = 1.0
 
 
@@ -47,7 +58,7 @@ def test_policy_holds_for_every_dag(dag_bag):
         assert dag.catchup is False, f"{dag_id}: catchup must be explicit and off"
         assert dag.max_active_runs and dag.max_active_runs <= 8, f"{dag_id}: max_active_runs"
         assert dag.start_date is not None and dag.start_date.utcoffset() == dt.timedelta(0), f"{dag_id}: UTC start"
-        assert dag.start_date < dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), f"{dag_id}: fixed, past start_date"
+        assert dag.start_date < dt.datetime(2026, 1, 1, tzinfo=dt.UTC), f"{dag_id}: fixed, past start_date"
         for task in dag.tasks:
             where = f"{dag_id}.{task.task_id}"
             assert task.owner not in ("", "airflow"), f"{where}: owner"
@@ -105,8 +116,14 @@ print(json.dumps({"seconds": elapsed, "new_modules": sorted(set(sys.modules) - b
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
 def test_parsing_is_cheap_offline_and_imports_nothing_heavy(dag_file: Path):
     env_free = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("AIRFLOW_CONN_", "AWS_"))}
-    result = subprocess.run([sys.executable, "-c", PROBE, str(dag_file)], capture_output=True, text=True,
-                            env=env_free, timeout=120, cwd=DAGS_FOLDER.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(dag_file)],
+        capture_output=True,
+        text=True,
+        env=env_free,
+        timeout=120,
+        cwd=DAGS_FOLDER.parent,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     heavy = [m for m in report["new_modules"] if m.split(".")[0] in HEAVY_MODULES or m.startswith(HEAVY_MODULES)]

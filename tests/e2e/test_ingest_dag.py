@@ -22,7 +22,7 @@ def run_dag(dag_id: str, day: dt.date, conf: dict):
     from airflow.dag_processing.dagbag import DagBag
 
     dag = DagBag(dag_folder=str(DAGS_FOLDER)).get_dag(dag_id)
-    trigger_time = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(6), dt.timezone.utc)
+    trigger_time = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(6), dt.UTC)
     run = dag.test(logical_date=trigger_time, run_conf=conf)
     assert run.data_interval_start.date() == day
     return run
@@ -53,7 +53,10 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
     for table in TABLES:
         again = read_manifest(store, PartitionRef("raw", table, day))
         assert (again.version, again.files, again.row_count) == (
-            manifests[table].version, manifests[table].files, manifests[table].row_count)
+            manifests[table].version,
+            manifests[table].files,
+            manifests[table].row_count,
+        )
     assert sorted(store.list_keys("raw/")) == objects_before
 
 

@@ -62,7 +62,9 @@ def test_a_stopped_service_is_gone_and_its_port_closed(tmp_path: Path):
 def test_generated_credentials_are_created_once_and_kept(tmp_path: Path):
     first = load_env_files(tmp_path, env={})
     second = load_env_files(tmp_path, env={})
-    assert first["AWS_SECRET_ACCESS_KEY"] == second["AWS_SECRET_ACCESS_KEY"] and len(first["AWS_SECRET_ACCESS_KEY"]) >= 24
+    assert (
+        first["AWS_SECRET_ACCESS_KEY"] == second["AWS_SECRET_ACCESS_KEY"] and len(first["AWS_SECRET_ACCESS_KEY"]) >= 24
+    )
     assert oct((tmp_path / "generated.env").stat().st_mode)[-3:] == "600"
     assert load_env_files(tmp_path, env={"AWS_SECRET_ACCESS_KEY": "mine"})["AWS_SECRET_ACCESS_KEY"] == "mine"
 

@@ -45,8 +45,16 @@ def table_of(n: int, offset: int = 0) -> pa.Table:
 def test_published_table_reads_back_with_a_complete_manifest(store):
     ref = PartitionRef("raw", "events", DAY)
     table = table_of(2500)
-    manifest = publish_table(store, ref, table, run_id="run-1", code_version="abc", rows_per_file=1000,
-                             upstream=[{"uri": "s3://x/y", "sha256": "0"}], extra={"source": "test"})
+    manifest = publish_table(
+        store,
+        ref,
+        table,
+        run_id="run-1",
+        code_version="abc",
+        rows_per_file=1000,
+        upstream=[{"uri": "s3://x/y", "sha256": "0"}],
+        extra={"source": "test"},
+    )
     assert read_table(store, ref).equals(table)
     assert manifest.row_count == 2500 and [f.rows for f in manifest.files] == [1000, 1000, 500]
     assert [c["name"] for c in manifest.schema["columns"]] == ["id", "name"]
@@ -54,6 +62,7 @@ def test_published_table_reads_back_with_a_complete_manifest(store):
     assert read_manifest(store, ref) == manifest
     assert list_partitions(store, "raw", "events") == [DAY]
     import hashlib
+
     for entry in manifest.files:
         assert hashlib.sha256(store.get_bytes(ref.prefix + entry.path)).hexdigest() == entry.sha256
 
@@ -79,10 +88,15 @@ KILLER = textwrap.dedent("""
 
 def publish_and_get_killed(store: ObjectStore, rows: int) -> None:
     s = store.settings
-    settings = {"endpoint_url": s.endpoint_url, "access_key_id": s.access_key_id,
-                "secret_access_key": s.secret_access_key, "bucket": s.bucket}
-    result = subprocess.run([sys.executable, "-c", KILLER, json.dumps(settings), str(rows)],
-                            capture_output=True, text=True, timeout=120)
+    settings = {
+        "endpoint_url": s.endpoint_url,
+        "access_key_id": s.access_key_id,
+        "secret_access_key": s.secret_access_key,
+        "bucket": s.bucket,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", KILLER, json.dumps(settings), str(rows)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == -9, result.stderr  # really killed, right before the manifest
 
 
@@ -104,7 +118,9 @@ def test_a_rerun_killed_before_its_manifest_leaves_the_previous_version_intact(s
     assert read_table(store, ref).equals(table_of(120))
     # The next successful publish cleans up what the killed one left behind.
     publish_table(store, ref, table_of(120), run_id="good", code_version="x")
-    assert sorted(store.list_keys(ref.prefix)) == sorted([ref.manifest_key] + [ref.prefix + f.path for f in before.files])
+    assert sorted(store.list_keys(ref.prefix)) == sorted(
+        [ref.manifest_key] + [ref.prefix + f.path for f in before.files]
+    )
 
 
 def test_rerunning_a_date_gives_identical_manifest_and_content(store):
@@ -133,9 +149,15 @@ def test_two_dates_published_concurrently_do_not_interfere(store_factory, store)
 
     def publish_repeatedly(day: dt.date) -> None:
         own_store = store_factory(bucket=store.bucket)  # one client per thread
-        for attempt in range(3):
-            publish_table(own_store, PartitionRef("features", "customers", day), tables[day],
-                          run_id=f"run-{day}", code_version="c", rows_per_file=5000)
+        for _ in range(3):
+            publish_table(
+                own_store,
+                PartitionRef("features", "customers", day),
+                tables[day],
+                run_id=f"run-{day}",
+                code_version="c",
+                rows_per_file=5000,
+            )
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(publish_repeatedly, days))
@@ -148,24 +170,34 @@ def test_two_dates_published_concurrently_do_not_interfere(store_factory, store)
 
 
 def test_wrong_credentials_fail_with_a_clear_message(s3_service, store):
-    wrong = ObjectStore(S3Settings(endpoint_url=s3_service.s3_endpoint, access_key_id=s3_service.access_key_id,
-                                   secret_access_key="not-the-secret", bucket=store.bucket))
+    wrong = ObjectStore(
+        S3Settings(
+            endpoint_url=s3_service.s3_endpoint,
+            access_key_id=s3_service.access_key_id,
+            secret_access_key="not-the-secret",
+            bucket=store.bucket,
+        )
+    )
     with pytest.raises(StorageAuthError) as caught:
         wrong.check()
     message = str(caught.value)
     assert "refused the credentials" in message and "SignatureDoesNotMatch" in message
     assert store.bucket in message and "AWS_SECRET_ACCESS_KEY" in message
     assert "not-the-secret" not in message
-    unknown = ObjectStore(S3Settings(endpoint_url=s3_service.s3_endpoint, access_key_id="nobody",
-                                     secret_access_key="x", bucket=store.bucket))
+    unknown = ObjectStore(
+        S3Settings(
+            endpoint_url=s3_service.s3_endpoint, access_key_id="nobody", secret_access_key="x", bucket=store.bucket
+        )
+    )
     with pytest.raises(StorageAuthError, match="InvalidAccessKeyId"):
         publish_table(unknown, PartitionRef("raw", "events", DAY), table_of(3), run_id="r", code_version="c")
 
 
 @pytest.mark.parametrize("method", ["GET", "PUT"])
 def test_anonymous_requests_are_refused(s3_service, store, method):
-    request = urllib.request.Request(f"{s3_service.s3_endpoint}/{store.bucket}/raw/x.txt", method=method,
-                                     data=b"x" if method == "PUT" else None)
+    request = urllib.request.Request(
+        f"{s3_service.s3_endpoint}/{store.bucket}/raw/x.txt", method=method, data=b"x" if method == "PUT" else None
+    )
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 403
@@ -175,7 +207,11 @@ def test_stage_for_spark_and_publish_spark_output_back(store, tmp_path: Path):
     source = PartitionRef("validated", "events", DAY)
     publish_table(store, source, table_of(300), run_id="r", code_version="c", rows_per_file=100)
     staged = stage_partition(store, source, tmp_path / "in")
-    assert sorted(p.name for p in staged.iterdir()) == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert sorted(p.name for p in staged.iterdir()) == [
+        "part-00000.parquet",
+        "part-00001.parquet",
+        "part-00002.parquet",
+    ]
     assert pq.read_table(staged).num_rows == 300
 
     output = tmp_path / "out"
@@ -185,16 +221,27 @@ def test_stage_for_spark_and_publish_spark_output_back(store, tmp_path: Path):
     (output / "_SUCCESS").write_text("")
     (output / ".part-00000-abc.snappy.parquet.crc").write_bytes(b"crc")
     target = PartitionRef("features", "customers", DAY)
-    manifest = publish_directory(store, target, output, run_id="r", code_version="c",
-                                 upstream=[{"uri": store.uri(source.manifest_key), "sha256": "x"}])
+    manifest = publish_directory(
+        store,
+        target,
+        output,
+        run_id="r",
+        code_version="c",
+        upstream=[{"uri": store.uri(source.manifest_key), "sha256": "x"}],
+    )
     assert manifest.row_count == 42 and len(manifest.files) == 2
     assert read_table(store, target).num_rows == 42
 
 
 def test_named_files_keep_their_names_for_reports(store):
     ref = PartitionRef("reports", "validation", DAY)
-    publish_files(store, ref, [PartFile("index.html", b"<a href='static/x.css'>"), PartFile("static/x.css", b"a{}")],
-                  run_id="r", code_version="c")
+    publish_files(
+        store,
+        ref,
+        [PartFile("index.html", b"<a href='static/x.css'>"), PartFile("static/x.css", b"a{}")],
+        run_id="r",
+        code_version="c",
+    )
     assert read_file(store, ref, "static/x.css") == b"a{}"
     with pytest.raises(PartitionNotFound):
         read_file(store, ref, "missing.html")

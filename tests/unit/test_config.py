@@ -13,17 +13,23 @@ pytestmark = pytest.mark.unit
 
 
 def test_connection_json_form_with_extra_endpoint():
-    value = json.dumps({
-        "conn_type": "aws", "login": "AKID", "password": "s3cr3t",
-        "extra": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"},
-    })
+    value = json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "AKID",
+            "password": "s3cr3t",
+            "extra": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"},
+        }
+    )
     connection = parse_airflow_connection(value)
     assert (connection.conn_type, connection.login, connection.password) == ("aws", "AKID", "s3cr3t")
     assert connection.extra["endpoint_url"] == "http://127.0.0.1:9000"
 
 
 def test_connection_uri_form_decodes_quoted_secret_and_query_extra():
-    connection = parse_airflow_connection("aws://AKID:a%2Fb%2Bc@/?endpoint_url=http%3A%2F%2Fs3%3A8333&region_name=us-east-1")
+    connection = parse_airflow_connection(
+        "aws://AKID:a%2Fb%2Bc@/?endpoint_url=http%3A%2F%2Fs3%3A8333&region_name=us-east-1"
+    )
     assert connection.password == "a/b+c"
     assert connection.extra == {"endpoint_url": "http://s3:8333", "region_name": "us-east-1"}
 
@@ -69,7 +75,8 @@ def test_secret_never_appears_in_repr_or_description():
 
 def test_mlflow_uri_from_connection_when_no_tracking_uri():
     env = {
-        "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": "mlflow", "port": 5001}),
     }
     assert load_settings(env).mlflow_tracking_uri == "http://mlflow:5001"

@@ -36,7 +36,11 @@ def land_synthetic_day(
     for name in RAW_TABLES:
         ref = PartitionRef("raw", name, date)
         manifest = publish_table(
-            store, ref, tables[name], run_id=run_id, code_version=code_version,
+            store,
+            ref,
+            tables[name],
+            run_id=run_id,
+            code_version=code_version,
             extra={"source": "synthetic", "generator": config.as_dict()},
         )
         landed[name] = {"uri": store.uri(ref.prefix), "rows": manifest.row_count, "version": manifest.version}

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -104,7 +105,9 @@ class SyntheticConfig:
         for spec in fields(cls):
             raw = env.get(f"PREFERENCE_SYNTH_{spec.name.upper()}")
             if raw:
-                values[spec.name] = dt.date.fromisoformat(raw) if spec.name == "epoch" else type(getattr(cls(), spec.name))(raw)
+                values[spec.name] = (
+                    dt.date.fromisoformat(raw) if spec.name == "epoch" else type(getattr(cls(), spec.name))(raw)
+                )
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("epoch"), str):
             values["epoch"] = dt.date.fromisoformat(values["epoch"])
@@ -112,8 +115,10 @@ class SyntheticConfig:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form, recorded in manifests."""
-        return {spec.name: str(getattr(self, spec.name)) if spec.name == "epoch" else getattr(self, spec.name)
-                for spec in fields(self)}
+        return {
+            spec.name: str(getattr(self, spec.name)) if spec.name == "epoch" else getattr(self, spec.name)
+            for spec in fields(self)
+        }
 
 
 @dataclass(frozen=True)
@@ -159,15 +164,13 @@ def build_world(config: SyntheticConfig) -> World:
 
     # Each group loves three categories and browses the rest now and then.
     preference = np.full((config.groups, n_categories), 0.06)
-    for group in range(config.groups):
+    for group_number in range(config.groups):
         favourites = rng.choice(n_categories, size=3, replace=False)
-        preference[group, favourites] = rng.dirichlet([4.0, 3.0, 2.0]) * 3.0
+        preference[group_number, favourites] = rng.dirichlet([4.0, 3.0, 2.0]) * 3.0
     preference /= preference.sum(axis=1, keepdims=True)
 
     # Every category gets at least one product; the rest spread uniformly.
-    category = np.concatenate(
-        [np.arange(n_categories), rng.integers(0, n_categories, config.products - n_categories)]
-    )
+    category = np.concatenate([np.arange(n_categories), rng.integers(0, n_categories, config.products - n_categories)])
     rng.shuffle(category)
     category_price_level = rng.uniform(2.5, 4.5, n_categories)  # log of a typical price
     price = np.round(np.exp(category_price_level[category] + rng.normal(0, 0.45, config.products)), 2)
@@ -180,9 +183,9 @@ def build_world(config: SyntheticConfig) -> World:
     # Staples: three products from the customer's favourite categories, favouring popular ones.
     staples = np.empty((config.customers, 3), dtype=np.int64)
     by_category = [np.flatnonzero(category == c) for c in range(n_categories)]
-    staple_categories = (rng.random((config.customers, 3))[..., None] > np.cumsum(
-        preference[group], axis=1
-    )[:, None, :]).sum(axis=2)
+    staple_categories = (
+        rng.random((config.customers, 3))[..., None] > np.cumsum(preference[group], axis=1)[:, None, :]
+    ).sum(axis=2)
     for c in range(n_categories):
         members = by_category[c]
         weights = popularity[members] / popularity[members].sum()
@@ -226,7 +229,7 @@ def _numbered(prefix: str, count: int, width: int) -> np.ndarray:
 
 def _noun(world: World, products: np.ndarray) -> list[str]:
     leaves = [TAXONOMY[c.split("/")[0]][c.split("/")[1]] for c in CATEGORIES]
-    return [leaves[c][n] for c, n in zip(world.product_category[products], world.product_noun[products])]
+    return [leaves[c][n] for c, n in zip(world.product_category[products], world.product_noun[products], strict=True)]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -284,7 +287,9 @@ def generate_day_frames(config: SyntheticConfig, date: dt.date) -> dict[str, "pd
     customers = pd.DataFrame(
         {
             "customer_id": customer_id(active_customers),
-            "first_seen": [config.epoch + dt.timedelta(days=int(d)) for d in world.customer_first_seen[active_customers]],
+            "first_seen": [
+                config.epoch + dt.timedelta(days=int(d)) for d in world.customer_first_seen[active_customers]
+            ],
             "country": np.asarray(COUNTRIES)[world.customer_country[active_customers]],
             "age_band": np.asarray(AGE_BANDS)[world.customer_age_band[active_customers]],
         }
@@ -295,7 +300,9 @@ def generate_day_frames(config: SyntheticConfig, date: dt.date) -> dict[str, "pd
             "product_id": product_id(listed),
             "title": [
                 f"{BRANDS[b]} {ADJECTIVES[a]} {n}"
-                for b, a, n in zip(world.product_brand[listed], world.product_adjective[listed], _noun(world, listed))
+                for b, a, n in zip(
+                    world.product_brand[listed], world.product_adjective[listed], _noun(world, listed), strict=True
+                )
             ],
             "category_path": np.asarray(CATEGORIES)[world.product_category[listed]],
             "brand": np.asarray(BRANDS)[world.product_brand[listed]],
@@ -305,8 +312,13 @@ def generate_day_frames(config: SyntheticConfig, date: dt.date) -> dict[str, "pd
     )
     empty = {name: pd.DataFrame({c: [] for c in TABLES[name].column_names}) for name in ("events", "orders", "reviews")}
     if len(active_customers) == 0 or day < 0:
-        return {"events": empty["events"], "orders": empty["orders"], "products": products,
-                "customers": customers, "reviews": empty["reviews"]}
+        return {
+            "events": empty["events"],
+            "orders": empty["orders"],
+            "products": products,
+            "customers": customers,
+            "reviews": empty["reviews"],
+        }
 
     # --- sessions -------------------------------------------------------------------------
     growth = len(active_customers) / config.customers
@@ -367,36 +379,71 @@ def generate_day_frames(config: SyntheticConfig, date: dt.date) -> dict[str, "pd
     leaf_words = [TAXONOMY[c.split("/")[0]][c.split("/")[1]] for c in CATEGORIES]
     searches = np.flatnonzero(has_search)
     queries = [
-        f"{leaf_words[c][rng.integers(0, 3)]}" + (f" {BRANDS[rng.integers(0, len(BRANDS))].lower()}" if rng.random() < 0.3 else "")
+        f"{leaf_words[c][rng.integers(0, 3)]}"
+        + (f" {BRANDS[rng.integers(0, len(BRANDS))].lower()}" if rng.random() < 0.3 else "")
         for c in session_category[searches]
     ]
     parts = [
-        pd.DataFrame({
-            "t": session_start[searches], "session": searches, "event_type": "search",
-            "product": -1, "quantity": 0, "query": queries,
-        }),
-        pd.DataFrame({"t": view_time, "session": view_session, "event_type": "view",
-                      "product": view_product, "quantity": 0, "query": None}),
-        pd.DataFrame({"t": cart_time[cart], "session": view_session[cart], "event_type": "add_to_cart",
-                      "product": view_product[cart], "quantity": quantity[cart], "query": None}),
-        pd.DataFrame({"t": purchase_time[bought], "session": view_session[bought], "event_type": "purchase",
-                      "product": view_product[bought], "quantity": quantity[bought], "query": None}),
+        pd.DataFrame(
+            {
+                "t": session_start[searches],
+                "session": searches,
+                "event_type": "search",
+                "product": -1,
+                "quantity": 0,
+                "query": queries,
+            }
+        ),
+        pd.DataFrame(
+            {
+                "t": view_time,
+                "session": view_session,
+                "event_type": "view",
+                "product": view_product,
+                "quantity": 0,
+                "query": None,
+            }
+        ),
+        pd.DataFrame(
+            {
+                "t": cart_time[cart],
+                "session": view_session[cart],
+                "event_type": "add_to_cart",
+                "product": view_product[cart],
+                "quantity": quantity[cart],
+                "query": None,
+            }
+        ),
+        pd.DataFrame(
+            {
+                "t": purchase_time[bought],
+                "session": view_session[bought],
+                "event_type": "purchase",
+                "product": view_product[bought],
+                "quantity": quantity[bought],
+                "query": None,
+            }
+        ),
     ]
     events = pd.concat(parts, ignore_index=True).sort_values(["t", "session", "event_type"], kind="stable")
     events = events.reset_index(drop=True)
     has_product = events["product"].to_numpy() >= 0
     product_numbers = events["product"].to_numpy()
-    events_out = pd.DataFrame({
-        "event_id": _numbered(f"E{stamp}-", len(events), 8),
-        "event_time": midnight + pd.to_timedelta(np.round(events["t"].to_numpy(), 3), unit="s"),
-        "customer_id": customer_id(session_customer[events["session"].to_numpy()]),
-        "session_id": session_ids[events["session"].to_numpy()],
-        "event_type": events["event_type"].to_numpy(),
-        "product_id": np.where(has_product, product_id(np.maximum(product_numbers, 0)), None),
-        "quantity": pd.array(np.where(events["quantity"].to_numpy() > 0, events["quantity"], None), dtype="Int32"),
-        "price": np.where(has_product, todays_price[np.maximum(product_numbers, 0)], np.nan),
-        "query": events["query"].to_numpy(),
-    })
+    events_out = pd.DataFrame(
+        {
+            "event_id": _numbered(f"E{stamp}-", len(events), 8),
+            "event_time": midnight + pd.to_timedelta(np.round(events["t"].to_numpy(), 3), unit="s"),
+            "customer_id": customer_id(session_customer[events["session"].to_numpy()]),
+            "session_id": session_ids[events["session"].to_numpy()],
+            "event_type": events["event_type"].to_numpy(),
+            "product_id": np.where(
+                has_product, product_id(np.maximum(product_numbers, 0)), np.array(None, dtype=object)
+            ),
+            "quantity": pd.array(np.where(events["quantity"].to_numpy() > 0, events["quantity"], None), dtype="Int32"),
+            "price": np.where(has_product, todays_price[np.maximum(product_numbers, 0)], np.nan),
+            "query": events["query"].to_numpy(),
+        }
+    )
 
     # --- orders: one per session with purchases; a few lines cancelled later the same day ---
     purchased = np.flatnonzero(bought)
@@ -405,16 +452,18 @@ def generate_day_frames(config: SyntheticConfig, date: dt.date) -> dict[str, "pd
     order_number = np.searchsorted(order_sessions, order_session)
     line_number = (np.arange(len(purchased)) - np.searchsorted(order_session, order_session)).astype(np.int32) + 1
     order_ids = np.char.mod(f"O{stamp}-%06d", order_number).astype(object)
-    orders = pd.DataFrame({
-        "order_id": order_ids,
-        "line_number": line_number,
-        "order_time": midnight + pd.to_timedelta(np.round(purchase_time[purchased], 3), unit="s"),
-        "customer_id": customer_id(view_customer[purchased]),
-        "product_id": product_id(view_product[purchased]),
-        "quantity": quantity[purchased],
-        "unit_price": todays_price[view_product[purchased]],
-        "is_cancellation": False,
-    })
+    orders = pd.DataFrame(
+        {
+            "order_id": order_ids,
+            "line_number": line_number,
+            "order_time": midnight + pd.to_timedelta(np.round(purchase_time[purchased], 3), unit="s"),
+            "customer_id": customer_id(view_customer[purchased]),
+            "product_id": product_id(view_product[purchased]),
+            "quantity": quantity[purchased],
+            "unit_price": todays_price[view_product[purchased]],
+            "is_cancellation": False,
+        }
+    )
     cancelled = orders[(rng.random(len(orders)) < 0.03) & (purchase_time[purchased] < day_end - 120)].copy()
     cancelled["order_id"] = cancelled["order_id"] + "-C"
     cancelled["order_time"] = cancelled["order_time"] + pd.to_timedelta(
@@ -432,18 +481,22 @@ def generate_day_frames(config: SyntheticConfig, date: dt.date) -> dict[str, "pd
     texts = [
         f"{(POSITIVE if r >= 4 else NEUTRAL if r == 3 else NEGATIVE)[rng.integers(0, 5 if r != 3 else 4)]}, "
         f"{'my favourite' if r >= 4 else 'an average' if r == 3 else 'a bad'} {noun} from {categories[c].split('/')[1]}"
-        for r, noun, c in zip(rating, nouns, world.product_category[view_product[reviewed]])
+        for r, noun, c in zip(rating, nouns, world.product_category[view_product[reviewed]], strict=True)
     ]
-    reviews = pd.DataFrame({
-        "review_id": _numbered(f"R{stamp}-", len(reviewed), 6),
-        "review_time": midnight + pd.to_timedelta(
-            np.round(np.minimum(purchase_time[reviewed] + rng.uniform(60, 600, len(reviewed)), day_end), 3), unit="s"
-        ),
-        "customer_id": customer_id(view_customer[reviewed]),
-        "product_id": product_id(view_product[reviewed]),
-        "rating": rating,
-        "text": texts,
-    })
+    reviews = pd.DataFrame(
+        {
+            "review_id": _numbered(f"R{stamp}-", len(reviewed), 6),
+            "review_time": midnight
+            + pd.to_timedelta(
+                np.round(np.minimum(purchase_time[reviewed] + rng.uniform(60, 600, len(reviewed)), day_end), 3),
+                unit="s",
+            ),
+            "customer_id": customer_id(view_customer[reviewed]),
+            "product_id": product_id(view_product[reviewed]),
+            "rating": rating,
+            "text": texts,
+        }
+    )
     return {"events": events_out, "orders": orders, "products": products, "customers": customers, "reviews": reviews}
 
 
@@ -457,15 +510,19 @@ def ground_truth(config: SyntheticConfig) -> dict[str, "pd.DataFrame"]:
     import pandas as pd
 
     world = build_world(config)
-    customers = pd.DataFrame({
-        "customer_id": customer_id(np.arange(config.customers)),
-        "group": world.customer_group,
-        "price_sensitivity": world.customer_price_sensitivity,
-        "staples": [list(product_id(s)) for s in world.customer_staples],
-    })
-    products = pd.DataFrame({
-        "product_id": product_id(np.arange(config.products)),
-        "category_path": np.asarray(CATEGORIES)[world.product_category],
-    })
+    customers = pd.DataFrame(
+        {
+            "customer_id": customer_id(np.arange(config.customers)),
+            "group": world.customer_group,
+            "price_sensitivity": world.customer_price_sensitivity,
+            "staples": [list(product_id(s)) for s in world.customer_staples],
+        }
+    )
+    products = pd.DataFrame(
+        {
+            "product_id": product_id(np.arange(config.products)),
+            "category_path": np.asarray(CATEGORIES)[world.product_category],
+        }
+    )
     preference = pd.DataFrame(world.group_preference, columns=list(CATEGORIES))
     return {"customers": customers, "products": products, "group_preference": preference}

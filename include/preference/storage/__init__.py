@@ -1,5 +1,6 @@
 """The lake: S3 access and the date-partition contract (manifest last, readers follow manifests)."""
 
+from include.preference.errors import ObjectNotFound, PartitionNotFound, StorageAuthError, StorageError
 from include.preference.storage.partitions import (
     LAYERS,
     MANIFEST_NAME,
@@ -18,7 +19,6 @@ from include.preference.storage.partitions import (
     require_manifest,
     upstream_entry,
 )
-from include.preference.errors import ObjectNotFound, PartitionNotFound, StorageAuthError, StorageError
 from include.preference.storage.s3 import ObjectStore
 from include.preference.storage.scratch import scratch_directory, stage_partition
 

@@ -23,9 +23,10 @@ import io
 import json
 import logging
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from include.preference.errors import ObjectNotFound, PartitionNotFound, StorageError
 from include.preference.storage.s3 import ObjectStore
@@ -133,11 +134,7 @@ def parquet_bytes(table: "pa.Table") -> bytes:
 
 def schema_of(table: "pa.Table") -> dict[str, Any]:
     """A JSON-friendly description of an Arrow schema."""
-    return {
-        "columns": [
-            {"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema
-        ]
-    }
+    return {"columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema]}
 
 
 def upstream_entry(store: ObjectStore, ref: PartitionRef) -> dict[str, Any]:
@@ -238,8 +235,14 @@ def publish_table(
         chunk = table.slice(offset, rows_per_file)
         parts.append(PartFile(f"part-{index:05d}.parquet", parquet_bytes(chunk), chunk.num_rows))
     return publish_files(
-        store, ref, parts, run_id=run_id, code_version=code_version,
-        schema=schema_of(table), upstream=upstream, extra=extra,
+        store,
+        ref,
+        parts,
+        run_id=run_id,
+        code_version=code_version,
+        schema=schema_of(table),
+        upstream=upstream,
+        extra=extra,
     )
 
 
@@ -284,8 +287,14 @@ def publish_directory(
     if not parts:
         raise StorageError(f"nothing to publish from {directory} for {ref.prefix}")
     return publish_files(
-        store, ref, parts, run_id=run_id, code_version=code_version,
-        schema=schema, upstream=upstream, extra=extra,
+        store,
+        ref,
+        parts,
+        run_id=run_id,
+        code_version=code_version,
+        schema=schema,
+        upstream=upstream,
+        extra=extra,
     )
 
 

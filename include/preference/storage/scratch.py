@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from include.preference.storage.partitions import PartitionRef, require_manifest
 from include.preference.storage.s3 import ObjectStore

@@ -94,7 +94,7 @@ def test_purchases_concentrate_on_each_group_s_favourite_categories(history, tru
     lines = history["orders"].query("quantity > 0").merge(truth["customers"], on="customer_id")
     lines = lines.merge(truth["products"], on="product_id")
     preference = truth["group_preference"]
-    bought_preference = [preference.at[g, c] for g, c in zip(lines["group"], lines["category_path"])]
+    bought_preference = [preference.at[g, c] for g, c in zip(lines["group"], lines["category_path"], strict=True)]
     assert np.mean(bought_preference) > 4 / len(CATEGORIES)
 
 
@@ -111,7 +111,7 @@ def test_a_customer_s_group_can_be_recovered_from_what_they_buy(history, truth):
 
 def test_staples_are_bought_again_on_different_days(history, truth):
     lines = history["orders"].query("quantity > 0").merge(truth["customers"], on="customer_id")
-    is_staple = [p in s for p, s in zip(lines["product_id"], lines["staples"])]
+    is_staple = [p in s for p, s in zip(lines["product_id"], lines["staples"], strict=True)]
     assert np.mean(is_staple) > 0.25
     repeat_days = lines.groupby(["customer_id", "product_id"])["day"].nunique()
     assert (repeat_days >= 2).sum() > 100
@@ -125,17 +125,25 @@ def test_price_sensitive_customers_cart_cheaper_products(history, truth):
 
     def cart_rate_on_expensive(frame_views, frame_carts, mask_views, mask_carts):
         expensive = frame_views["price"].quantile(0.8)
-        return (mask_carts & (frame_carts["price"] > expensive)).sum() / (mask_views & (frame_views["price"] > expensive)).sum()
+        return (mask_carts & (frame_carts["price"] > expensive)).sum() / (
+            mask_views & (frame_views["price"] > expensive)
+        ).sum()
 
-    rate_sensitive = cart_rate_on_expensive(views, carts, views["price_sensitivity"] > sensitive, carts["price_sensitivity"] > sensitive)
-    rate_relaxed = cart_rate_on_expensive(views, carts, views["price_sensitivity"] < relaxed, carts["price_sensitivity"] < relaxed)
+    rate_sensitive = cart_rate_on_expensive(
+        views, carts, views["price_sensitivity"] > sensitive, carts["price_sensitivity"] > sensitive
+    )
+    rate_relaxed = cart_rate_on_expensive(
+        views, carts, views["price_sensitivity"] < relaxed, carts["price_sensitivity"] < relaxed
+    )
     assert rate_sensitive < 0.85 * rate_relaxed
 
 
 def test_review_ratings_and_words_follow_the_customer_s_affinity(history, truth):
     reviews = history["reviews"].merge(truth["customers"], on="customer_id").merge(truth["products"], on="product_id")
     preference = truth["group_preference"]
-    liked = np.array([preference.at[g, c] for g, c in zip(reviews["group"], reviews["category_path"])]) > 0.1
+    liked = (
+        np.array([preference.at[g, c] for g, c in zip(reviews["group"], reviews["category_path"], strict=True)]) > 0.1
+    )
     assert liked.sum() > 50 and (~liked).sum() > 10
     assert reviews.loc[liked, "rating"].mean() - reviews.loc[~liked, "rating"].mean() > 1.0
     assert reviews.loc[reviews["rating"] >= 4, "text"].str.contains("favourite").all()

@@ -8,11 +8,11 @@ import pyarrow as pa
 import pytest
 
 from include.preference.storage.partitions import (
+    SPARK_SIDE_FILES,
     FileEntry,
     Manifest,
     PartFile,
     PartitionRef,
-    SPARK_SIDE_FILES,
     _version_digest,
     parquet_bytes,
 )
@@ -25,12 +25,15 @@ def test_partition_prefix_follows_the_storage_contract():
     assert PartitionRef("training", "", dt.date(2025, 3, 1)).manifest_key == "training/dt=2025-03-01/_MANIFEST.json"
 
 
-@pytest.mark.parametrize("layer, table, date, error", [
-    ("bronze", "events", dt.date(2025, 1, 1), ValueError),
-    ("raw", "Events", dt.date(2025, 1, 1), ValueError),
-    ("raw", "../x", dt.date(2025, 1, 1), ValueError),
-    ("raw", "events", dt.datetime(2025, 1, 1), TypeError),
-])
+@pytest.mark.parametrize(
+    "layer, table, date, error",
+    [
+        ("bronze", "events", dt.date(2025, 1, 1), ValueError),
+        ("raw", "Events", dt.date(2025, 1, 1), ValueError),
+        ("raw", "../x", dt.date(2025, 1, 1), ValueError),
+        ("raw", "events", dt.datetime(2025, 1, 1), TypeError),
+    ],
+)
 def test_invalid_partitions_are_refused(layer, table, date, error):
     with pytest.raises(error):
         PartitionRef(layer, table, date)
@@ -38,10 +41,17 @@ def test_invalid_partitions_are_refused(layer, table, date, error):
 
 def test_manifest_json_round_trips_and_is_canonical():
     manifest = Manifest(
-        layer="raw", table="events", logical_date="2025-03-01", version="v-1",
-        files=(FileEntry("v-1/part-00000.parquet", 10, "ab" * 32, 3),), row_count=3,
-        schema={"columns": []}, upstream=({"uri": "s3://lake/x", "sha256": "0"},),
-        code_version="c", run_id="r", extra={"b": 1, "a": 2},
+        layer="raw",
+        table="events",
+        logical_date="2025-03-01",
+        version="v-1",
+        files=(FileEntry("v-1/part-00000.parquet", 10, "ab" * 32, 3),),
+        row_count=3,
+        schema={"columns": []},
+        upstream=({"uri": "s3://lake/x", "sha256": "0"},),
+        code_version="c",
+        run_id="r",
+        extra={"b": 1, "a": 2},
     )
     again = Manifest.from_json(manifest.to_json())
     assert again == manifest
@@ -62,9 +72,16 @@ def test_version_digest_depends_on_names_and_content_not_order():
     assert _version_digest(one) != _version_digest([PartFile("a", b"1"), PartFile("c", b"2")])
 
 
-@pytest.mark.parametrize("name, skipped", [
-    ("_SUCCESS", True), (".part-0000.parquet.crc", True), ("sub/_SUCCESS", True),
-    ("part-00000-1234.snappy.parquet", False), ("index.html", False), ("static/styles.css", False),
-])
+@pytest.mark.parametrize(
+    "name, skipped",
+    [
+        ("_SUCCESS", True),
+        (".part-0000.parquet.crc", True),
+        ("sub/_SUCCESS", True),
+        ("part-00000-1234.snappy.parquet", False),
+        ("index.html", False),
+        ("static/styles.css", False),
+    ],
+)
 def test_spark_side_files_are_recognised(name, skipped):
     assert bool(SPARK_SIDE_FILES.search(name)) is skipped

@@ -119,3 +119,13 @@ def airflow_db() -> Path:
         timeout=600,
     )
     return _AIRFLOW_HOME
+
+
+KIND_MARKERS = {"unit", "integration", "e2e", "slow"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """House rule: every test says what kind it is."""
+    unmarked = [item.nodeid for item in items if not KIND_MARKERS & {m.name for m in item.iter_markers()}]
+    if unmarked:
+        raise pytest.UsageError(f"tests without a unit/integration/e2e/slow marker: {unmarked[:10]}")

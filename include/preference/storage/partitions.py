@@ -132,9 +132,9 @@ def parquet_bytes(table: "pa.Table") -> bytes:
     return buffer.getvalue()
 
 
-def schema_of(table: "pa.Table") -> dict[str, Any]:
-    """A JSON-friendly description of an Arrow schema."""
-    return {"columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in table.schema]}
+def schema_of(schema: "pa.Schema") -> dict[str, Any]:
+    """A JSON-friendly description of an Arrow schema, recorded in manifests."""
+    return {"columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
 
 
 def upstream_entry(store: ObjectStore, ref: PartitionRef) -> dict[str, Any]:
@@ -240,7 +240,7 @@ def publish_table(
         parts,
         run_id=run_id,
         code_version=code_version,
-        schema=schema_of(table),
+        schema=schema_of(table.schema),
         upstream=upstream,
         extra=extra,
     )
@@ -274,12 +274,7 @@ def publish_directory(
         if path.suffix == ".parquet":
             metadata = pq.read_metadata(path)
             count = metadata.num_rows
-            file_schema = {
-                "columns": [
-                    {"name": f.name, "type": str(f.type), "nullable": f.nullable}
-                    for f in metadata.schema.to_arrow_schema()
-                ]
-            }
+            file_schema = schema_of(metadata.schema.to_arrow_schema())
             if schema and file_schema != schema:
                 raise StorageError(f"{relative} has another schema than the other files of {ref.prefix}")
             schema = file_schema

@@ -1,8 +1,13 @@
 """
 ## Marketplace ingest (daily)
 
-Lands one day of raw marketplace data into the lake: `raw/<table>/dt=YYYY-MM-DD/` for
-`events`, `orders`, `products`, `customers` and `reviews`, each published with a `_MANIFEST.json`.
+Lands one day of raw marketplace data into the lake, `raw/<table>/dt=YYYY-MM-DD/` for `events`,
+`orders`, `products`, `customers` and `reviews`, then validates it with Great Expectations suites:
+
+* **validate_raw_data**: every row ends in `validated/<table>/` or in `quarantine/<table>/` with the
+  rule it broke (counts in both manifests). Blocking rules (missing columns, wrong types, duplicate
+  keys, an empty, truncated or stale day, volume far outside the trailing days) fail the task at
+  once, naming the rule, the count and the report. Data Docs: `reports/validation/dt=YYYY-MM-DD/`.
 
 * **Partition**: the run's logical date (`data_interval_start`, UTC). The run for day D starts
   after D has ended. Rerunning a date replaces exactly that date's partitions with identical content.
@@ -57,7 +62,14 @@ def marketplace_ingest_daily():
             tasks.logical_day(data_interval_start), run_id=run_id, source=params["source"], generator=generator
         )
 
-    land_raw_data()
+    @task
+    def validate_raw_data(landed: dict, data_interval_start=None, run_id=None) -> dict:
+        """Validate the day's raw tables: publish `validated/`, `quarantine/` and the Data Docs report."""
+        from include.preference import tasks
+
+        return tasks.validate_raw_data(tasks.logical_day(data_interval_start), run_id=run_id)
+
+    validate_raw_data(land_raw_data())
 
 
 marketplace_ingest_daily()

@@ -23,5 +23,6 @@ FAIL_FAST_ERRORS: tuple[str, ...] = (
     "include.preference.errors.ConfigError",
     "include.preference.errors.StorageAuthError",
     "include.preference.errors.MissingLogicalDate",
+    "include.preference.errors.ValidationBlocked",
 )
-FAIL_FAST_REASON = "configuration or credentials are wrong; retrying cannot help"
+FAIL_FAST_REASON = "configuration, credentials or the data itself are wrong; retrying cannot help"

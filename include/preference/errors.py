@@ -30,3 +30,7 @@ class ObjectNotFound(StorageError):
 
 class PartitionNotFound(StorageError):
     """No manifest-complete partition exists at that place."""
+
+
+class ValidationBlocked(PreferenceError):
+    """A blocking validation rule failed; the message names the rules, counts and the report."""

@@ -12,6 +12,26 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 EVENT_TYPES = ("view", "search", "add_to_cart", "purchase")
+# Stock codes that are services or bookkeeping lines, not products (upper-cased before comparing).
+NON_PRODUCT_CODES = frozenset(
+    {
+        "POST",
+        "DOT",
+        "M",
+        "C2",
+        "D",
+        "S",
+        "B",
+        "CRUK",
+        "PADS",
+        "BANK CHARGES",
+        "AMAZONFEE",
+        "ADJUST",
+        "ADJUST2",
+        "TEST001",
+        "TEST002",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +53,7 @@ class TableSpec:
     key: tuple[str, ...]
     time_column: str | None
     description: str
+    may_be_empty: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -98,7 +119,7 @@ TABLES: dict[str, TableSpec] = {
             columns=(
                 Column("product_id", "string"),
                 Column("title", "string", required=False),
-                Column("category_path", "string", description="levels joined by '/'"),
+                Column("category_path", "string", required=False, description="levels joined by '/'"),
                 Column("brand", "string", required=False),
                 Column("price", "float64"),
                 Column("first_seen", "date"),
@@ -119,6 +140,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             name="reviews",
             description="Product reviews written that day.",
+            may_be_empty=True,
             key=("review_id",),
             time_column="review_time",
             columns=(

@@ -9,11 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.preference.config import Settings, load_settings
 from include.preference.errors import MissingLogicalDate
 from include.preference.storage import ObjectStore
+
+if TYPE_CHECKING:
+    from include.preference.validation import TrailingStats
 
 log = logging.getLogger(__name__)
 
@@ -63,3 +66,124 @@ def land_raw_data(
     config = SyntheticConfig.from_env(**dict(generator or {}))
     tables = land_synthetic_day(store, date, config, run_id=run_id, code_version=settings.code_version)
     return {"date": date.isoformat(), "source": source, "tables": tables}
+
+
+TRAILING_DAYS = 7
+
+
+def _trailing_stats(store: ObjectStore, table: str, date: dt.date) -> "TrailingStats | None":
+    """Row counts and last-row times of the latest validated days before ``date`` (closed days skipped)."""
+    from include.preference.storage import PartitionRef, list_partitions, read_manifest
+    from include.preference.validation import TrailingStats
+
+    earlier = [d for d in list_partitions(store, "validated", table) if d < date][-TRAILING_DAYS:]
+    counts, last_seconds = [], []
+    for day in earlier:
+        manifest = read_manifest(store, PartitionRef("validated", table, day))
+        if manifest is None or manifest.extra.get("closed_day"):
+            continue
+        counts.append(int(manifest.extra.get("rows_in", manifest.row_count or 0)))
+        if manifest.extra.get("last_seconds") is not None:
+            last_seconds.append(float(manifest.extra["last_seconds"]))
+    return TrailingStats(tuple(counts), tuple(last_seconds)) if counts else None
+
+
+def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
+    """Validate the day's raw partitions; publish validated, quarantine and the Data Docs report.
+
+    Every raw row ends in ``validated/`` or ``quarantine/`` (with the rule it broke); the counts are
+    in both manifests. The report is published first, so a blocked day still has one.
+
+    Raises:
+        ValidationBlocked: a blocking rule failed (names rule, count and the report's URI).
+    """
+    import json
+
+    import pyarrow as pa
+
+    from include.preference.errors import ValidationBlocked
+    from include.preference.schema import TABLES
+    from include.preference.storage import (
+        PartFile,
+        PartitionRef,
+        publish_files,
+        publish_table,
+        read_table,
+        require_manifest,
+        scratch_directory,
+        upstream_entry,
+    )
+    from include.preference.validation import validate_day
+
+    settings = load_settings()
+    store = open_store(settings)
+    raw_refs = {table: PartitionRef("raw", table, date) for table in TABLES}
+    raw_manifests = {table: require_manifest(store, ref) for table, ref in raw_refs.items()}
+    closed_day = any(m.extra.get("closed_day") for m in raw_manifests.values())
+    raw = {table: read_table(store, ref).to_pandas() for table, ref in raw_refs.items()}
+    trailing = {table: stats for table in TABLES if (stats := _trailing_stats(store, table, date))}
+    upstream = [upstream_entry(store, ref) for ref in raw_refs.values()]
+
+    with scratch_directory(settings.scratch_dir, f"validation-{date}") as scratch:
+        docs = scratch / "docs"
+        result = validate_day(date, raw, docs, trailing=trailing, closed_day=closed_day)
+        summary = result.summary()
+        report_ref = PartitionRef("reports", "validation", date)
+        parts = [
+            PartFile(p.relative_to(docs).as_posix(), p.read_bytes()) for p in sorted(docs.rglob("*")) if p.is_file()
+        ]
+        parts.append(PartFile("summary.json", json.dumps(summary, indent=2, sort_keys=True).encode()))
+        report = publish_files(
+            store,
+            report_ref,
+            parts,
+            run_id=run_id,
+            code_version=settings.code_version,
+            upstream=upstream,
+            extra={"blocked": summary["blocked"]},
+        )
+    report_uri = store.uri(f"{report_ref.prefix}{report.version}/index.html")
+    log.info("validation report for %s: %s", date, report_uri)
+    if result.blocking:
+        failures = "; ".join(b.describe() for b in result.blocking)
+        raise ValidationBlocked(
+            f"validation blocked {date}: {failures}. Nothing was published to validated/. "
+            f"Report: {report_uri} (summary.json beside it)"
+        )
+
+    tables: dict[str, Any] = {}
+    for name, outcome in result.tables.items():
+        spec = TABLES[name]
+        counts = outcome.summary()
+        extra = {
+            "rows_in": outcome.rows_in,
+            "validated": len(outcome.validated),
+            "quarantined": len(outcome.quarantine),
+            "by_rule": outcome.by_rule,
+            "closed_day": closed_day,
+            "last_seconds": outcome.last_seconds,
+            "report": report_uri,
+        }
+        table_upstream = [upstream_entry(store, raw_refs[name])]
+        quarantine = pa.Table.from_pandas(outcome.quarantine, preserve_index=False)
+        publish_table(
+            store,
+            PartitionRef("quarantine", name, date),
+            quarantine,
+            run_id=run_id,
+            code_version=settings.code_version,
+            upstream=table_upstream,
+            extra=extra,
+        )
+        validated = pa.Table.from_pandas(outcome.validated, schema=spec.arrow_schema(), preserve_index=False)
+        publish_table(
+            store,
+            PartitionRef("validated", name, date),
+            validated,
+            run_id=run_id,
+            code_version=settings.code_version,
+            upstream=table_upstream,
+            extra=extra,
+        )
+        tables[name] = {k: counts[k] for k in ("rows_in", "validated", "quarantined", "by_rule")}
+    return {"date": date.isoformat(), "report": report_uri, "tables": tables}

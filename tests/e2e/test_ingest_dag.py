@@ -33,7 +33,8 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
     day = dt.date(2025, 3, 1)
     run = run_dag("marketplace_ingest_daily", day, SMALL)
     assert run.state == "success"
-    assert {ti.task_id: ti.state for ti in run.get_task_instances()} == {"land_raw_data": "success"}
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states == {"land_raw_data": "success", "validate_raw_data": "success"}
 
     expected = generate_day(SyntheticConfig(**SMALL), day)
     manifests = {}
@@ -46,8 +47,17 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
         assert manifests[table].code_version == "test"
         assert manifests[table].extra["generator"]["customers"] == SMALL["customers"]
     assert manifests["events"].row_count > 100
+    for table in TABLES:
+        validated = read_manifest(store, PartitionRef("validated", table, day))
+        quarantined = read_manifest(store, PartitionRef("quarantine", table, day))
+        assert validated.row_count + quarantined.row_count == manifests[table].row_count, table
+        assert validated.extra["rows_in"] == manifests[table].row_count
+    # The generator plants cancellations; validation files them under their rule.
+    assert read_manifest(store, PartitionRef("quarantine", "orders", day)).extra["by_rule"].get("cancellation", 0) > 0
+    report = read_manifest(store, PartitionRef("reports", "validation", day))
+    assert any(f.path.endswith("index.html") for f in report.files)
 
-    objects_before = sorted(store.list_keys("raw/"))
+    objects_before = sorted(store.list_keys(""))
     rerun = run_dag("marketplace_ingest_daily", day, SMALL)
     assert rerun.state == "success"
     for table in TABLES:
@@ -57,7 +67,7 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
             manifests[table].files,
             manifests[table].row_count,
         )
-    assert sorted(store.list_keys("raw/")) == objects_before
+    assert sorted(store.list_keys("")) == objects_before  # raw, validated, quarantine and report alike
 
 
 def test_ingest_fails_clearly_when_the_lake_refuses_the_keys(airflow_db, lake_env, monkeypatch):

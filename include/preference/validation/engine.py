@@ -1,0 +1,307 @@
+"""Run the suites over one day's landed tables: split every row into validated or quarantined.
+
+Great Expectations (1.x, ephemeral context, pandas backend) evaluates every rule; the index column
+``_row`` in its unexpected-row lists tells exactly which rows broke which rule. Data Docs for the
+day are rendered into a local site directory that the caller publishes to ``reports/``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from include.preference.schema import TABLES
+from include.preference.validation.casting import ROW_ID, cast_table
+from include.preference.validation.rules import (
+    KNOWN_CUSTOMER,
+    KNOWN_PRODUCT,
+    PARSE_RULE_ORDER,
+    PRODUCT_CODE,
+    SECONDS,
+    VALIDATION_ORDER,
+    RuleContext,
+    TrailingStats,
+    table_rules,
+)
+
+log = logging.getLogger(__name__)
+
+# Data Docs stamp pages with the render time (asset URLs "?d=<time>", "validation time"); pinned to
+# the logical date, a rerun of the same day renders byte-identical pages.
+RENDER_STAMP = re.compile(r"\d{8}T\d{6}\.\d+Z")
+# Element ids are random UUIDs; renumbered in order of appearance, links within a page still match.
+RANDOM_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _stabilise_page(text: str, day: dt.date) -> str:
+    text = RENDER_STAMP.sub(f"{day.strftime('%Y%m%d')}T000000.000000Z", text)
+    renumbered: dict[str, str] = {}
+
+    def stable(match: re.Match[str]) -> str:
+        return renumbered.setdefault(match.group(0), f"00000000-0000-4000-8000-{len(renumbered):012d}")
+
+    return RANDOM_ID.sub(stable, text)
+
+
+WRONG_TYPE_SHARE = 0.5  # more than this share of a column unreadable: the column has the wrong type
+WRONG_TYPE_MIN_ROWS = 5
+SITE_NAME = "local_site"  # the ephemeral context's own site, pointed at our directory
+
+
+@dataclass(frozen=True)
+class BlockingFailure:
+    """A rule that stops the day: which table, which rule, how many rows or columns, and what."""
+
+    table: str
+    rule: str
+    count: int
+    detail: str = ""
+
+    def describe(self) -> str:
+        text = f"{self.table}: {self.rule} ({self.count})"
+        return f"{text} {self.detail}".strip()
+
+
+@dataclass
+class TableOutcome:
+    """One table's verdict."""
+
+    table: str
+    rows_in: int
+    validated: pd.DataFrame
+    quarantine: pd.DataFrame
+    by_rule: dict[str, int] = field(default_factory=dict)  # rows filed under each rule (first broken)
+    by_rule_all: dict[str, int] = field(default_factory=dict)  # rows breaking each rule
+    blocking: list[BlockingFailure] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)
+    last_seconds: float | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "validated": len(self.validated),
+            "quarantined": len(self.quarantine),
+            "by_rule": self.by_rule,
+            "by_rule_all": self.by_rule_all,
+            "blocking": [b.describe() for b in self.blocking],
+            "extra_columns": self.extra_columns,
+            "last_seconds": self.last_seconds,
+        }
+
+
+@dataclass
+class DayValidation:
+    day: dt.date
+    tables: dict[str, TableOutcome]
+    docs_dir: Path
+
+    @property
+    def blocking(self) -> list[BlockingFailure]:
+        return [b for outcome in self.tables.values() for b in outcome.blocking]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "day": self.day.isoformat(),
+            "blocked": bool(self.blocking),
+            "blocking": [b.describe() for b in self.blocking],
+            "tables": {name: outcome.summary() for name, outcome in self.tables.items()},
+        }
+
+
+def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext) -> pd.DataFrame:
+    """Columns the expectations read: seconds into the day, normalised codes, orphan flags."""
+    spec = TABLES[table]
+    out = frame.copy()
+    if spec.time_column:
+        start = pd.Timestamp(ctx.day, tz="UTC")
+        out[SECONDS] = (out[spec.time_column] - start).dt.total_seconds()
+    if "product_id" in out:
+        out[PRODUCT_CODE] = out["product_id"].str.strip().str.upper()
+        if ctx.known_products is not None:
+            known = out["product_id"].isin(ctx.known_products)
+            out[KNOWN_PRODUCT] = (known | out["product_id"].isna()).astype(bool)
+    if "customer_id" in out and ctx.known_customers is not None:
+        known = out["customer_id"].isin(ctx.known_customers)
+        out[KNOWN_CUSTOMER] = (known | out["customer_id"].isna()).astype(bool)
+    return out
+
+
+class _Suites:
+    """One ephemeral GX context for the day, with a local Data Docs site."""
+
+    def __init__(self, docs_dir: Path) -> None:
+        import great_expectations as gx
+
+        self.gx = gx
+        self.context = gx.get_context(mode="ephemeral")
+        site: Any = {
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        }
+        self.context.update_data_docs_site(site_name=SITE_NAME, site_config=site)
+        self.source = self.context.data_sources.add_pandas("landed")
+
+    def run(self, table: str, frame: pd.DataFrame, rules: list, day: dt.date) -> list[Any]:
+        gx = self.gx
+        asset = self.source.add_dataframe_asset(table)
+        batch = asset.add_batch_definition_whole_dataframe(f"{table}_day")
+        suite = self.context.suites.add(gx.ExpectationSuite(f"{table}_rules"))
+        for rule in rules:
+            suite.add_expectation(rule.expectation)
+        definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{table}_{day.isoformat()}", data=batch, suite=suite)
+        )
+        checkpoint = self.context.checkpoints.add(
+            gx.Checkpoint(
+                name=f"{table}_checkpoint",
+                validation_definitions=[definition],
+                actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[SITE_NAME])],
+                result_format={
+                    "result_format": "COMPLETE",
+                    "unexpected_index_column_names": [ROW_ID],
+                    "return_unexpected_index_query": False,
+                    "partial_unexpected_count": 0,
+                },
+            )
+        )
+        # A run identity from the logical date, not the clock: a rerun renders the same pages.
+        run_id = gx.RunIdentifier(
+            run_name=f"{table}-{day.isoformat()}", run_time=dt.datetime.combine(day, dt.time(), dt.UTC)
+        )
+        result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+        return [r for run in result.run_results.values() for r in run.results]
+
+
+def _flagged_rows(expectation_result: Any) -> np.ndarray:
+    rows = expectation_result.result.get("unexpected_index_list") or []
+    return np.fromiter((r[ROW_ID] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Suites) -> TableOutcome:
+    """Validate one landed table; the raw rows come back split, none lost."""
+    spec = TABLES[table]
+    raw = raw.reset_index(drop=True)
+    if ROW_ID not in raw:
+        raw = raw.assign(**{ROW_ID: np.arange(len(raw), dtype=np.int64)})
+    cast = cast_table(raw, spec)
+    outcome = TableOutcome(table, len(raw), raw.iloc[0:0], raw.iloc[0:0], extra_columns=cast.extra_columns)
+    if cast.missing_columns:
+        outcome.blocking.append(
+            BlockingFailure(
+                table, "missing_columns", len(cast.missing_columns), f"missing: {', '.join(cast.missing_columns)}"
+            )
+        )
+        return outcome
+    for column, bad in cast.failed_columns.items():
+        present = raw[column].notna().sum()
+        if bad.sum() >= WRONG_TYPE_MIN_ROWS and bad.sum() > WRONG_TYPE_SHARE * max(present, 1):
+            type_name = next(c.type for c in spec.columns if c.name == column)
+            outcome.blocking.append(
+                BlockingFailure(table, "wrong_type", int(bad.sum()), f"column {column} is not {type_name}")
+            )
+    if outcome.blocking:
+        return outcome
+
+    frame = _helpers(cast.frame, table, ctx)
+    rules = table_rules(spec, ctx, len(frame))
+    results = suites.run(table, frame, rules, ctx.day)
+
+    row_ids = frame[ROW_ID].to_numpy()
+    position = pd.Series(np.arange(len(frame)), index=row_ids)
+    flags: dict[str, np.ndarray] = {}
+    for rule in PARSE_RULE_ORDER:
+        if rule in cast.failures:
+            flags[rule] = cast.failures[rule].to_numpy(dtype=bool)
+    for suite_rule in rules:  # fix the priority order before reading results (GX reorders them)
+        if suite_rule.kind == "row":
+            flags.setdefault(suite_rule.name, np.zeros(len(frame), dtype=bool))
+    for result in results:
+        meta = result.expectation_config.meta or {}
+        rule, kind = str(meta.get("rule")), meta.get("kind")
+        if kind == "row":
+            mask = flags.setdefault(rule, np.zeros(len(frame), dtype=bool))
+            mask[position.loc[_flagged_rows(result)].to_numpy()] = True
+        elif kind == "blocking" and not result.success:
+            count = result.result.get("unexpected_count")
+            observed = result.result.get("observed_value")
+            outcome.blocking.append(
+                BlockingFailure(table, rule, int(count if count is not None else len(frame)), f"observed {observed}")
+            )
+
+    any_flag = np.zeros(len(frame), dtype=bool)
+    primary = np.full(len(frame), "", dtype=object)
+    everything = np.full(len(frame), "", dtype=object)
+    for rule, mask in flags.items():  # insertion order is priority order
+        first = mask & ~any_flag
+        primary[first] = rule
+        everything[mask] = np.where(everything[mask] == "", rule, everything[mask] + ";" + rule)
+        any_flag |= mask
+        if mask.any():
+            outcome.by_rule_all[rule] = int(mask.sum())
+            outcome.by_rule[rule] = int(first.sum())
+    outcome.validated = cast.frame.loc[~any_flag, list(spec.column_names)].reset_index(drop=True)
+    quarantine = raw.loc[any_flag].copy()
+    for column in quarantine.columns:
+        if column != ROW_ID:
+            quarantine[column] = quarantine[column].astype("string")
+    quarantine["rule"] = primary[any_flag]
+    quarantine["rules"] = everything[any_flag]
+    outcome.quarantine = quarantine.reset_index(drop=True)
+    if spec.time_column and SECONDS in frame and (~any_flag).any():
+        outcome.last_seconds = float(frame.loc[~any_flag, SECONDS].max())
+    return outcome
+
+
+def validate_day(
+    day: dt.date,
+    raw: Mapping[str, pd.DataFrame],
+    docs_dir: Path,
+    *,
+    trailing: Mapping[str, TrailingStats] | None = None,
+    closed_day: bool = False,
+    volume_factor: float = 3.0,
+    truncation_hours: float = 8.0,
+) -> DayValidation:
+    """Validate every landed table of ``day``; dimensions first, so facts can be checked for orphans.
+
+    Args:
+        day: the logical date.
+        raw: landed tables by name (strings or typed values).
+        docs_dir: where the Data Docs site is written.
+        trailing: per table, the recent days' statistics for volume and truncation rules.
+        closed_day: the source says nothing happened that day (no empty-day or volume rules).
+    """
+    suites = _Suites(docs_dir)
+    outcomes: dict[str, TableOutcome] = {}
+    known: dict[str, frozenset[str] | None] = {"products": None, "customers": None}
+    for table in VALIDATION_ORDER:
+        ctx = RuleContext(
+            day=day,
+            known_products=known["products"],
+            known_customers=known["customers"],
+            trailing=(trailing or {}).get(table),
+            closed_day=closed_day,
+            volume_factor=volume_factor,
+            truncation_hours=truncation_hours,
+        )
+        outcome = validate_table(table, raw[table], ctx, suites)
+        outcomes[table] = outcome
+        if table in known and not outcome.blocking:
+            key = TABLES[table].key[0]
+            known[table] = frozenset(outcome.validated[key].dropna().astype(str))
+    for page in docs_dir.rglob("*.html"):
+        page.write_text(_stabilise_page(page.read_text(), day))
+    result = DayValidation(day, outcomes, docs_dir)
+    log.info(
+        "validated %s: %s", day, {t: (o.rows_in, len(o.validated), len(o.quarantine)) for t, o in outcomes.items()}
+    )
+    return result

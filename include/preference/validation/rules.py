@@ -1,0 +1,188 @@
+"""The validation suites, written as code: one Great Expectations suite per canonical table.
+
+Every expectation carries ``meta={"rule": ..., "kind": "row" | "blocking"}``:
+
+* row rules flag single rows; those rows go to ``quarantine/`` with the rule they broke;
+* blocking rules judge the whole day (keys, emptiness, volume, freshness); a failure stops the run.
+
+Rules are listed in priority order: a row that breaks several is filed under the first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from include.preference.schema import EVENT_TYPES, NON_PRODUCT_CODES, TABLES, TableSpec
+
+SECONDS = "_seconds_in_day"
+PRODUCT_CODE = "_product_code"
+# Orphan checks read precomputed flags: a value set of every known id would bloat the Data Docs.
+KNOWN_PRODUCT = "_known_product"
+KNOWN_CUSTOMER = "_known_customer"
+DAY_SECONDS = 86_400
+# Rules found while casting, before any expectation runs (priority order).
+PARSE_RULE_ORDER = (
+    "unparseable_timestamp",
+    "unparseable_date",
+    "unparseable_number",
+    "unparseable_boolean",
+    "bad_encoding",
+)
+# Blocking rules found before the suite runs.
+STRUCTURE_RULES = ("missing_columns", "wrong_type")
+
+
+@dataclass(frozen=True)
+class TrailingStats:
+    """What recent days looked like: row counts and the time of day of their last row."""
+
+    row_counts: tuple[int, ...]
+    last_seconds: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a suite needs to know about the day it judges."""
+
+    day: dt.date
+    known_products: frozenset[str] | None = None
+    known_customers: frozenset[str] | None = None
+    trailing: TrailingStats | None = None
+    closed_day: bool = False
+    volume_factor: float = 3.0
+    truncation_hours: float = 8.0
+    min_trailing_days: int = 3
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation with the rule name it enforces."""
+
+    name: str
+    kind: str  # "row" or "blocking"
+    expectation: Any = field(compare=False)
+
+
+def _meta(name: str, kind: str) -> dict[str, str]:
+    return {"rule": name, "kind": kind}
+
+
+def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]:
+    """The suite for one table on one day, in priority order."""
+    import great_expectations.expectations as gxe
+
+    rules: list[Rule] = []
+
+    def row(name: str, expectation_class: Any, **kwargs: Any) -> None:
+        rules.append(Rule(name, "row", expectation_class(meta=_meta(name, "row"), **kwargs)))
+
+    def blocking(name: str, expectation_class: Any, **kwargs: Any) -> None:
+        rules.append(Rule(name, "blocking", expectation_class(meta=_meta(name, "blocking"), **kwargs)))
+
+    for column in spec.columns:
+        if column.required:
+            row("missing_required", gxe.ExpectColumnValuesToNotBeNull, column=column.name)
+    columns = set(spec.column_names)
+    if "event_type" in columns:
+        row("unknown_event_type", gxe.ExpectColumnValuesToBeInSet, column="event_type", value_set=list(EVENT_TYPES))
+    if spec.time_column:
+        row(
+            "outside_logical_day",
+            gxe.ExpectColumnValuesToBeBetween,
+            column=SECONDS,
+            min_value=0,
+            max_value=DAY_SECONDS,
+            strict_max=True,
+        )
+    if spec.name == "events":
+        row(
+            "missing_product",
+            gxe.ExpectColumnValuesToNotBeNull,
+            column="product_id",
+            row_condition='event_type != "search"',
+            condition_parser="pandas",
+        )
+    if spec.name == "orders":
+        row("cancellation", gxe.ExpectColumnValuesToBeInSet, column="is_cancellation", value_set=[False])
+    for price in ("price", "unit_price"):
+        if price in columns:
+            row("non_positive_price", gxe.ExpectColumnValuesToBeBetween, column=price, min_value=0, strict_min=True)
+    if "quantity" in columns:
+        row("non_positive_quantity", gxe.ExpectColumnValuesToBeBetween, column="quantity", min_value=0, strict_min=True)
+    if "rating" in columns:
+        row("rating_out_of_range", gxe.ExpectColumnValuesToBeBetween, column="rating", min_value=1, max_value=5)
+    if "product_id" in columns:
+        row(
+            "non_product_code",
+            gxe.ExpectColumnValuesToNotBeInSet,
+            column=PRODUCT_CODE,
+            value_set=sorted(NON_PRODUCT_CODES),
+        )
+    if spec.name not in ("products", "customers"):
+        if ctx.known_products is not None and "product_id" in columns:
+            row("orphan_product", gxe.ExpectColumnValuesToBeInSet, column=KNOWN_PRODUCT, value_set=[True])
+        if ctx.known_customers is not None and "customer_id" in columns:
+            row("orphan_customer", gxe.ExpectColumnValuesToBeInSet, column=KNOWN_CUSTOMER, value_set=[True])
+
+    # Blocking rules: judged on the whole day.
+    if len(spec.key) == 1:
+        blocking("duplicate_keys", gxe.ExpectColumnValuesToBeUnique, column=spec.key[0])
+    else:
+        blocking("duplicate_keys", gxe.ExpectCompoundColumnsToBeUnique, column_list=list(spec.key))
+    if not spec.may_be_empty and not ctx.closed_day:
+        blocking("empty_day", gxe.ExpectTableRowCountToBeBetween, min_value=1)
+    trailing = ctx.trailing
+    enough_history = trailing is not None and len(trailing.row_counts) >= ctx.min_trailing_days
+    if enough_history and not ctx.closed_day and not spec.may_be_empty and trailing is not None:
+        blocking(
+            "volume_anomaly",
+            gxe.ExpectTableRowCountToBeBetween,
+            min_value=int(min(trailing.row_counts) / ctx.volume_factor),
+            max_value=int(max(trailing.row_counts) * ctx.volume_factor) + 1,
+        )
+    if spec.time_column and row_count > 0:
+        blocking("stale_data", gxe.ExpectColumnMaxToBeBetween, column=SECONDS, min_value=0)
+        if enough_history and trailing is not None and trailing.last_seconds and not spec.may_be_empty:
+            typical_end = sorted(trailing.last_seconds)[len(trailing.last_seconds) // 2]
+            blocking(
+                "truncated_day",
+                gxe.ExpectColumnMaxToBeBetween,
+                column=SECONDS,
+                min_value=max(0.0, typical_end - ctx.truncation_hours * 3600),
+            )
+    return rules
+
+
+def rule_catalogue() -> dict[str, str]:
+    """Every rule name with what it means (for reports and the README)."""
+    return {
+        "missing_columns": "blocking: a required column is absent (or renamed)",
+        "wrong_type": "blocking: most values of a column cannot be read as its type",
+        "duplicate_keys": "blocking: two rows share the table's key",
+        "empty_day": "blocking: no rows for a day that should have some",
+        "volume_anomaly": "blocking: row count far outside the trailing days' range",
+        "stale_data": "blocking: every row is older than the logical day",
+        "truncated_day": "blocking: the day's data stops hours before it usually does",
+        "unparseable_timestamp": "row: a time that cannot be read",
+        "unparseable_date": "row: a date that cannot be read",
+        "unparseable_number": "row: a number that cannot be read or does not fit its type",
+        "unparseable_boolean": "row: a flag that is not true/false",
+        "bad_encoding": "row: text with undecodable bytes or control characters",
+        "missing_required": "row: a required value is empty",
+        "unknown_event_type": f"row: event_type not one of {', '.join(EVENT_TYPES)}",
+        "outside_logical_day": "row: timestamp outside the logical day (UTC)",
+        "missing_product": "row: a non-search event without a product",
+        "cancellation": "row: a cancelled order line",
+        "non_positive_price": "row: price zero or negative",
+        "non_positive_quantity": "row: quantity zero or negative",
+        "rating_out_of_range": "row: rating outside 1..5",
+        "non_product_code": "row: a service or bookkeeping code (postage, fees...), not a product",
+        "orphan_product": "row: product not in the day's validated catalogue",
+        "orphan_customer": "row: customer not in the day's validated customers",
+    }
+
+
+VALIDATION_ORDER = ("products", "customers", "events", "orders", "reviews")
+assert set(VALIDATION_ORDER) == set(TABLES)

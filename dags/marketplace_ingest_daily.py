@@ -43,7 +43,15 @@ FAIL_FAST = ExceptionRetryPolicy(
     doc_md=__doc__,
     params={
         "source": Param(
-            "synthetic", type="string", enum=["synthetic"], description="Where the day's raw data comes from."
+            "synthetic",
+            type="string",
+            enum=["synthetic", "online_retail"],
+            description="Where the day's raw data comes from: the synthetic marketplace or an Online Retail file.",
+        ),
+        "input_path": Param(
+            "",
+            type="string",
+            description="For file sources: the file (a path on the worker, or an s3:// URI in the lake bucket).",
         ),
         "seed": Param(7, type="integer", minimum=0, description="Generator seed: same seed and date, same data."),
         "customers": Param(2000, type="integer", minimum=1, description="Generator: customers in the world."),
@@ -59,7 +67,11 @@ def marketplace_ingest_daily():
 
         generator = {k: params[k] for k in ("seed", "customers", "products", "sessions_per_day")}
         return tasks.land_raw_data(
-            tasks.logical_day(data_interval_start), run_id=run_id, source=params["source"], generator=generator
+            tasks.logical_day(data_interval_start),
+            run_id=run_id,
+            source=params["source"],
+            generator=generator,
+            input_path=params["input_path"],
         )
 
     @task

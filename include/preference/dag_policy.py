@@ -24,5 +24,6 @@ FAIL_FAST_ERRORS: tuple[str, ...] = (
     "include.preference.errors.StorageAuthError",
     "include.preference.errors.MissingLogicalDate",
     "include.preference.errors.ValidationBlocked",
+    "include.preference.errors.SourceFormatError",
 )
 FAIL_FAST_REASON = "configuration, credentials or the data itself are wrong; retrying cannot help"

@@ -34,3 +34,7 @@ class PartitionNotFound(StorageError):
 
 class ValidationBlocked(PreferenceError):
     """A blocking validation rule failed; the message names the rules, counts and the report."""
+
+
+class SourceFormatError(PreferenceError, ValueError):
+    """An input file is not what its importer reads (not CSV, columns missing...)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.preference.config import Settings, load_settings
@@ -46,26 +47,58 @@ def open_store(settings: Settings | None = None) -> ObjectStore:
 
 
 def land_raw_data(
-    date: dt.date, *, run_id: str, source: str = "synthetic", generator: Mapping[str, Any] | None = None
+    date: dt.date,
+    *,
+    run_id: str,
+    source: str = "synthetic",
+    generator: Mapping[str, Any] | None = None,
+    input_path: str = "",
 ) -> dict[str, Any]:
     """Land the raw partitions of ``date`` from ``source``.
 
     Args:
         date: the logical date.
         run_id: the Airflow run id, recorded in the manifests.
-        source: ``synthetic`` (more sources arrive with the importers).
+        source: ``synthetic`` or a file source (``online_retail``).
         generator: overrides of the synthetic generator's settings (seed, customers, ...).
+        input_path: the file a file source reads: a local path, or an ``s3://`` URI in the lake.
     """
-    from include.preference.sources import land_synthetic_day
+
+    from include.preference.errors import ConfigError
+    from include.preference.sources import FILE_SOURCES, SOURCES, land_file_day, land_synthetic_day
     from include.preference.sources.synthetic import SyntheticConfig
 
     settings = load_settings()
     store = open_store(settings)
-    if source != "synthetic":
-        raise ValueError(f"unknown source {source!r}; available: synthetic")
-    config = SyntheticConfig.from_env(**dict(generator or {}))
-    tables = land_synthetic_day(store, date, config, run_id=run_id, code_version=settings.code_version)
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r}; available: {', '.join(SOURCES)}")
+    if source in FILE_SOURCES:
+        if not input_path:
+            raise ConfigError(f"source {source!r} needs input_path (a local file or an s3:// URI)")
+        local = _local_input(store, input_path, settings.scratch_dir / "inputs")
+        tables = land_file_day(store, source, local, date, run_id=run_id, code_version=settings.code_version)
+    else:
+        config = SyntheticConfig.from_env(**dict(generator or {}))
+        tables = land_synthetic_day(store, date, config, run_id=run_id, code_version=settings.code_version)
     return {"date": date.isoformat(), "source": source, "tables": tables}
+
+
+def _local_input(store: ObjectStore, input_path: str, cache: Path) -> Path:
+    """A local copy of an input file: as is when local, downloaded once when an s3:// URI."""
+    from include.preference.errors import ConfigError
+
+    if not input_path.startswith("s3://"):
+        path = Path(input_path)
+        if not path.is_file():
+            raise ConfigError(f"input_path {input_path} does not exist")
+        return path
+    bucket, _, key = input_path.removeprefix("s3://").partition("/")
+    if bucket != store.bucket:
+        raise ConfigError(f"input_path {input_path} is outside the lake bucket {store.bucket}")
+    local = cache / key
+    if not local.exists():
+        store.get_file(key, local)
+    return local
 
 
 TRAILING_DAYS = 7
@@ -160,6 +193,7 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
             "validated": len(outcome.validated),
             "quarantined": len(outcome.quarantine),
             "by_rule": outcome.by_rule,
+            "by_rule_all": outcome.by_rule_all,
             "closed_day": closed_day,
             "last_seconds": outcome.last_seconds,
             "report": report_uri,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from pathlib import Path
 from typing import Any
 
 from include.preference.schema import TABLES
@@ -13,6 +14,8 @@ from include.preference.storage import ObjectStore, PartitionRef, publish_table
 log = logging.getLogger(__name__)
 
 RAW_TABLES = tuple(TABLES)
+FILE_SOURCES = ("online_retail",)
+SOURCES = ("synthetic", *FILE_SOURCES)
 
 
 def land_synthetic_day(
@@ -45,4 +48,36 @@ def land_synthetic_day(
         )
         landed[name] = {"uri": store.uri(ref.prefix), "rows": manifest.row_count, "version": manifest.version}
     log.info("landed synthetic day %s: %s", date, {k: v["rows"] for k, v in landed.items()})
+    return landed
+
+
+def land_file_day(
+    store: ObjectStore,
+    source: str,
+    path: Path,
+    date: dt.date,
+    *,
+    run_id: str,
+    code_version: str,
+) -> dict[str, dict[str, Any]]:
+    """Land ``date``'s rows of an input file as ``raw/<table>/dt=<date>/`` (values kept as text).
+
+    Raises:
+        SourceFormatError: the file cannot be read by the source's importer.
+    """
+    import pyarrow as pa
+
+    from include.preference.sources import online_retail
+
+    importers = {"online_retail": online_retail.land_tables}
+    if source not in importers:
+        raise ValueError(f"unknown file source {source!r}; available: {', '.join(importers)}")
+    frames, facts = importers[source](path, date)
+    landed: dict[str, dict[str, Any]] = {}
+    for name in RAW_TABLES:
+        table = pa.Table.from_pandas(frames[name].astype("string"), preserve_index=False)
+        ref = PartitionRef("raw", name, date)
+        manifest = publish_table(store, ref, table, run_id=run_id, code_version=code_version, extra=facts)
+        landed[name] = {"uri": store.uri(ref.prefix), "rows": manifest.row_count, "version": manifest.version}
+    log.info("landed %s day %s from %s: %s", source, date, path.name, {k: v["rows"] for k, v in landed.items()})
     return landed

@@ -90,7 +90,8 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
     """
     present_columns = set(raw.columns) - {ROW_ID}
     missing = [c.name for c in spec.columns if c.required and c.name not in present_columns]
-    extra = sorted(present_columns - set(spec.column_names))
+    # Columns starting with "_" are lineage (e.g. the source line), kept in quarantine, not reported.
+    extra = sorted(c for c in present_columns - set(spec.column_names) if not str(c).startswith("_"))
     result = CastResult(frame=pd.DataFrame(index=raw.index), missing_columns=missing, extra_columns=extra)
     if missing:
         return result

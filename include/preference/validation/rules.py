@@ -97,12 +97,13 @@ def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]
             strict_max=True,
         )
     if spec.name == "events":
+        from great_expectations.expectations.row_conditions import Column as RowColumn
+
         row(
             "missing_product",
             gxe.ExpectColumnValuesToNotBeNull,
             column="product_id",
-            row_condition='event_type != "search"',
-            condition_parser="pandas",
+            row_condition=RowColumn("event_type") != "search",
         )
     if spec.name == "orders":
         row("cancellation", gxe.ExpectColumnValuesToBeInSet, column="is_cancellation", value_set=[False])

@@ -1,0 +1,88 @@
+"""File-level corruption through the Online Retail importer: each lands every line, or fails clearly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+from pathlib import Path
+
+import pytest
+
+from include.preference.errors import SourceFormatError
+from include.preference.sources.online_retail import land_tables, read_invoices
+
+pytestmark = pytest.mark.unit
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+LINES = [
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",
+    "536365,71053,WHITE METAL LANTERN,6,2010-12-01 08:26:00,3.39,17850.0,United Kingdom",
+    "C536379,D,Discount,-1,2010-12-01 09:41:00,27.5,14527.0,United Kingdom",
+    "536366,22633,HAND WARMER UNION JACK,6,2010-12-02 08:28:00,1.85,17850.0,United Kingdom",
+]
+DAY = dt.date(2010, 12, 1)
+
+
+def write(tmp_path: Path, text: str, name: str = "retail.csv", raw: bytes | None = None) -> Path:
+    path = tmp_path / name
+    path.write_bytes(raw if raw is not None else text.encode())
+    return path
+
+
+def clean_orders(tmp_path: Path):
+    return land_tables(write(tmp_path, "\n".join([HEADER, *LINES]) + "\n", "clean.csv"), DAY)[0]["orders"]
+
+
+def test_byte_order_mark_is_ignored(tmp_path):
+    path = write(tmp_path, "", raw=b"\xef\xbb\xbf" + ("\n".join([HEADER, *LINES]) + "\n").encode())
+    orders = land_tables(path, DAY)[0]["orders"]
+    assert orders.drop(columns="_source_line").equals(clean_orders(tmp_path).drop(columns="_source_line"))
+
+
+def test_crlf_line_endings_read_like_lf(tmp_path):
+    path = write(tmp_path, "\r\n".join([HEADER, *LINES]) + "\r\n")
+    orders = land_tables(path, DAY)[0]["orders"]
+    assert orders.drop(columns="_source_line").equals(clean_orders(tmp_path).drop(columns="_source_line"))
+
+
+def test_quoted_newline_in_a_description_stays_one_line(tmp_path):
+    quoted = '536365,21730,"GLASS STAR FROSTED\nT-LIGHT HOLDER",6,2010-12-01 08:26:00,4.25,17850.0,United Kingdom'
+    path = write(tmp_path, "\n".join([HEADER, LINES[0], quoted]) + "\n")
+    tables, _ = land_tables(path, DAY)
+    assert len(tables["orders"]) == 2
+    assert "FROSTED\nT-LIGHT" in tables["products"].set_index("product_id").loc["21730", "title"]
+
+
+def test_gzip_file_reads_like_plain(tmp_path):
+    path = write(tmp_path, "", name="retail.csv.gz", raw=gzip.compress(("\n".join([HEADER, *LINES]) + "\n").encode()))
+    assert len(land_tables(path, DAY)[0]["orders"]) == 3
+
+
+def test_undecodable_bytes_are_kept_as_replacement_characters(tmp_path):
+    body = ("\n".join([HEADER, *LINES]) + "\n").encode().replace(b"WHITE METAL", b"WHITE \xff\xfeMETAL")
+    orders_day = land_tables(write(tmp_path, "", raw=body), DAY)[0]
+    titles = orders_day["products"].set_index("product_id")["title"]
+    assert "\ufffd" in titles.loc["71053"]  # validation files it under bad_encoding
+    assert len(orders_day["orders"]) == 3
+
+
+def test_a_file_that_is_not_csv_at_all_fails_naming_the_problem(tmp_path):
+    path = write(tmp_path, "", name="retail.csv", raw=b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    with pytest.raises(SourceFormatError, match="missing_columns|not a readable"):
+        read_invoices(path)
+
+
+def test_a_file_without_a_required_column_fails_naming_it(tmp_path):
+    header = HEADER.replace("InvoiceDate", "Date")
+    with pytest.raises(SourceFormatError, match=r"missing_columns \(1\): InvoiceDate"):
+        read_invoices(write(tmp_path, "\n".join([header, *LINES]) + "\n"))
+
+
+def test_unreadable_dates_land_on_the_first_day_and_nothing_is_lost(tmp_path):
+    broken = LINES[1].replace("2010-12-01 08:26:00", "someday")
+    path = write(tmp_path, "\n".join([HEADER, LINES[0], broken, *LINES[2:]]) + "\n")
+    invoices = read_invoices(path)
+    assert invoices["_day"].notna().all() and len(invoices) == 4
+    first_day = land_tables(path, DAY)[0]["orders"]
+    assert "someday" in set(first_day["order_time"])  # validation: unparseable_timestamp
+    assert len(first_day) + len(land_tables(path, dt.date(2010, 12, 2))[0]["orders"]) == 4

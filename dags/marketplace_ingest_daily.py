@@ -45,8 +45,9 @@ FAIL_FAST = ExceptionRetryPolicy(
         "source": Param(
             "synthetic",
             type="string",
-            enum=["synthetic", "online_retail"],
-            description="Where the day's raw data comes from: the synthetic marketplace or an Online Retail file.",
+            enum=["synthetic", "online_retail", "rees46"],
+            description="Where the day's raw data comes from: the synthetic marketplace, an Online Retail "
+            "invoice file or a REES46 clickstream file.",
         ),
         "input_path": Param(
             "",

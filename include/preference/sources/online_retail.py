@@ -14,61 +14,25 @@ text as they were in the file; validation parses them, so nothing is lost to a b
 from __future__ import annotations
 
 import datetime as dt
-from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
-from include.preference.errors import SourceFormatError
 from include.preference.schema import TABLES
+from include.preference.sources.files import DAY, SOURCE_LINE, date_range, read_text_csv
 
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
-SOURCE_LINE = "_source_line"
 
 
 def read_invoices(path: Path) -> pd.DataFrame:
-    """Read the whole file as text, with each line's day (``_day``) and position in its invoice.
+    """The whole file as text, with each line's day (``_day``) and position in its invoice (``_line``).
 
     Raises:
         SourceFormatError: the file is not a CSV with the Online Retail columns.
     """
-    stat = path.stat()
-    return _read_invoices_cached(str(path), stat.st_mtime_ns, stat.st_size).copy()
-
-
-@lru_cache(maxsize=2)
-def _read_invoices_cached(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
-    try:
-        frame = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            encoding="utf-8-sig",
-            encoding_errors="replace",
-            compression="infer",
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, ValueError) as error:
-        raise SourceFormatError(f"{path} is not a readable Online Retail CSV file: {error}") from error
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise SourceFormatError(
-            f"{path}: missing_columns ({len(missing)}): {', '.join(missing)}; "
-            f"found {', '.join(map(str, frame.columns))}"
-        )
-    frame[SOURCE_LINE] = range(2, len(frame) + 2)  # line numbers as in the file (header is line 1)
-    stamps = pd.to_datetime(frame["InvoiceDate"].str.strip(), errors="coerce", utc=True, format="ISO8601")
-    days = stamps.dt.date
-    first_day = days.dropna().min() if days.notna().any() else None
-    frame["_day"] = days.where(days.notna(), first_day)
+    frame = read_text_csv(path, COLUMNS, "InvoiceDate")
     frame["_line"] = frame.groupby("InvoiceNo", sort=False).cumcount() + 1
     return frame
-
-
-def date_range(path: Path) -> tuple[dt.date, dt.date]:
-    """The first and last day with invoices in the file."""
-    days = read_invoices(path)["_day"].dropna()
-    return days.min(), days.max()
 
 
 def _customer_id(raw: pd.Series) -> pd.Series:
@@ -79,9 +43,9 @@ def _customer_id(raw: pd.Series) -> pd.Series:
 def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """The raw tables for ``day`` and facts for the manifests (closed day, lines in the file)."""
     invoices = read_invoices(path)
-    first, last = date_range(path)
-    upto = invoices[invoices["_day"] <= day]
-    today = invoices[invoices["_day"] == day]
+    first, last = date_range(invoices)
+    upto = invoices[invoices[DAY] <= day]
+    today = invoices[invoices[DAY] == day]
     is_cancellation = today["InvoiceNo"].str.strip().str.upper().str.startswith("C")
 
     orders = pd.DataFrame(
@@ -120,7 +84,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
     )
     priced = sold[sold["_price"] > 0].groupby("_code")["UnitPrice"].last()
     described = sold[sold["_description"] != ""].groupby("_code")["_description"].last()
-    first_seen = sold.groupby("_code")["_day"].min()
+    first_seen = sold.groupby("_code")[DAY].min()
     products = pd.DataFrame({"product_id": first_seen.index})
     products["title"] = products["product_id"].map(described)
     products["category_path"] = None
@@ -133,8 +97,8 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
     by_customer = known.groupby("_customer")
     customers = pd.DataFrame(
         {
-            "customer_id": by_customer["_day"].min().index,
-            "first_seen": by_customer["_day"].min().astype(str).to_numpy(),
+            "customer_id": by_customer[DAY].min().index,
+            "first_seen": by_customer[DAY].min().astype(str).to_numpy(),
             "country": by_customer["Country"].last().str.strip().to_numpy(),
             "age_band": None,
         }

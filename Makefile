@@ -50,7 +50,6 @@ status:
 lint: install
 	$(PY) -m ruff check include dags plugins tests bench
 	$(PY) -m ruff format --check include dags plugins tests bench
-	$(VENV)/bin/detect-secrets-hook --baseline .secrets.baseline $$(git ls-files | grep -vE '^requirements.*\.txt$$|^\.secrets\.baseline$$')
 
 format: install
 	$(PY) -m ruff format include dags plugins tests bench

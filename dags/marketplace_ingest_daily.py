@@ -45,14 +45,15 @@ FAIL_FAST = ExceptionRetryPolicy(
         "source": Param(
             "synthetic",
             type="string",
-            enum=["synthetic", "online_retail", "rees46"],
+            enum=["synthetic", "online_retail", "rees46", "mapped"],
             description="Where the day's raw data comes from: the synthetic marketplace, an Online Retail "
-            "invoice file or a REES46 clickstream file.",
+            "invoice file, a REES46 clickstream file, or CSV/Parquet files described by a mapping file.",
         ),
         "input_path": Param(
             "",
             type="string",
-            description="For file sources: the file (a path on the worker, or an s3:// URI in the lake bucket).",
+            description="For file sources: the file, or for 'mapped' the mapping file (a path on the worker, "
+            "or an s3:// URI in the lake bucket).",
         ),
         "seed": Param(7, type="integer", minimum=0, description="Generator seed: same seed and date, same data."),
         "customers": Param(2000, type="integer", minimum=1, description="Generator: customers in the world."),

@@ -75,7 +75,8 @@ def land_raw_data(
     if source in FILE_SOURCES:
         if not input_path:
             raise ConfigError(f"source {source!r} needs input_path (a local file or an s3:// URI)")
-        local = _local_input(store, input_path, settings.scratch_dir / "inputs")
+        # A mapping file names its data files relative to itself: fetch its folder with it.
+        local = _local_input(store, input_path, settings.scratch_dir / "inputs", with_folder=source == "mapped")
         tables = land_file_day(store, source, local, date, run_id=run_id, code_version=settings.code_version)
     else:
         config = SyntheticConfig.from_env(**dict(generator or {}))
@@ -83,8 +84,11 @@ def land_raw_data(
     return {"date": date.isoformat(), "source": source, "tables": tables}
 
 
-def _local_input(store: ObjectStore, input_path: str, cache: Path) -> Path:
-    """A local copy of an input file: as is when local, downloaded once when an s3:// URI."""
+def _local_input(store: ObjectStore, input_path: str, cache: Path, with_folder: bool = False) -> Path:
+    """A local copy of an input file: as is when local, downloaded when an s3:// URI.
+
+    With ``with_folder``, every object beside the file (same prefix) comes along.
+    """
     from include.preference.errors import ConfigError
 
     if not input_path.startswith("s3://"):
@@ -95,10 +99,10 @@ def _local_input(store: ObjectStore, input_path: str, cache: Path) -> Path:
     bucket, _, key = input_path.removeprefix("s3://").partition("/")
     if bucket != store.bucket:
         raise ConfigError(f"input_path {input_path} is outside the lake bucket {store.bucket}")
-    local = cache / key
-    if not local.exists():
-        store.get_file(key, local)
-    return local
+    folder = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+    for wanted in list(store.list_keys(folder)) if with_folder else [key]:
+        store.get_file(wanted, cache / wanted)
+    return cache / key
 
 
 TRAILING_DAYS = 7

@@ -14,7 +14,7 @@ from include.preference.storage import ObjectStore, PartitionRef, publish_table
 log = logging.getLogger(__name__)
 
 RAW_TABLES = tuple(TABLES)
-FILE_SOURCES = ("online_retail", "rees46")
+FILE_SOURCES = ("online_retail", "rees46", "mapped")
 SOURCES = ("synthetic", *FILE_SOURCES)
 
 
@@ -67,9 +67,9 @@ def land_file_day(
     """
     import pyarrow as pa
 
-    from include.preference.sources import online_retail, rees46
+    from include.preference.sources import mapped, online_retail, rees46
 
-    importers = {"online_retail": online_retail.land_tables, "rees46": rees46.land_tables}
+    importers = {"online_retail": online_retail.land_tables, "rees46": rees46.land_tables, "mapped": mapped.land_tables}
     if source not in importers:
         raise ValueError(f"unknown file source {source!r}; available: {', '.join(importers)}")
     frames, facts = importers[source](path, date)

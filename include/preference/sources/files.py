@@ -14,8 +14,8 @@ SOURCE_LINE = "_source_line"
 DAY = "_day"
 
 
-def read_text_csv(path: Path, columns: tuple[str, ...], time_column: str) -> pd.DataFrame:
-    """The whole file as text, with ``_source_line`` and the day (``_day``) of every line.
+def read_text_csv(path: Path, columns: tuple[str, ...], time_column: str | None) -> pd.DataFrame:
+    """The whole file as text, with ``_source_line`` and (given a time column) each line's ``_day``.
 
     BOMs, CRLF, gzip and quoted newlines are handled; undecodable bytes become U+FFFD (validation
     quarantines them as bad_encoding). Lines whose time cannot be read get the file's first day,
@@ -29,7 +29,9 @@ def read_text_csv(path: Path, columns: tuple[str, ...], time_column: str) -> pd.
 
 
 @lru_cache(maxsize=4)
-def _read_cached(path: str, mtime_ns: int, size: int, columns: tuple[str, ...], time_column: str) -> pd.DataFrame:
+def _read_cached(
+    path: str, mtime_ns: int, size: int, columns: tuple[str, ...], time_column: str | None
+) -> pd.DataFrame:
     try:
         frame = pd.read_csv(
             path,
@@ -49,11 +51,17 @@ def _read_cached(path: str, mtime_ns: int, size: int, columns: tuple[str, ...], 
             f"found {', '.join(map(str, frame.columns))}"
         )
     frame[SOURCE_LINE] = range(2, len(frame) + 2)  # line numbers as in the file (header is line 1)
-    text = frame[time_column].str.strip().str.replace(r"\s+UTC$", "+00:00", regex=True)
+    if time_column is not None:
+        assign_days(frame, time_column)
+    return frame
+
+
+def assign_days(frame: pd.DataFrame, time_column: str) -> None:
+    """Add ``_day``: each line's UTC day; unreadable times get the frame's first day."""
+    text = frame[time_column].astype("string").str.strip().str.replace(r"\s+UTC$", "+00:00", regex=True)
     days = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601").dt.date
     first_day = days.dropna().min() if days.notna().any() else None
     frame[DAY] = days.where(days.notna(), first_day)
-    return frame
 
 
 def date_range(frame: pd.DataFrame) -> tuple[dt.date, dt.date]:

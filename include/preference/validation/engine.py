@@ -51,6 +51,10 @@ def _stabilise_page(text: str, day: dt.date) -> str:
     return RANDOM_ID.sub(stable, text)
 
 
+BACKENDS = ("pandas", "spark")
+# Above this many rows in a day's largest table the suites run on Spark: one worker's memory, not
+# speed, is what pandas runs out of (bench/bench_validation.py measures both on this machine).
+SPARK_ROWS_DEFAULT = 20_000_000
 WRONG_TYPE_SHARE = 0.5  # more than this share of a column unreadable: the column has the wrong type
 WRONG_TYPE_MIN_ROWS = 5
 SITE_NAME = "local_site"  # the ephemeral context's own site, pointed at our directory
@@ -134,13 +138,36 @@ def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext) -> pd.DataFrame:
     return out
 
 
-class _Suites:
-    """One ephemeral GX context for the day, with a local Data Docs site."""
+def choose_backend(rows: int, threshold: int | None = None) -> str:
+    """``spark`` for days of at least ``threshold`` rows, else ``pandas``.
 
-    def __init__(self, docs_dir: Path) -> None:
+    The threshold defaults to ``PREFERENCE_VALIDATION_SPARK_ROWS`` (20 million).
+    """
+    import os
+
+    limit = (
+        threshold
+        if threshold is not None
+        else int(os.environ.get("PREFERENCE_VALIDATION_SPARK_ROWS", SPARK_ROWS_DEFAULT))
+    )
+    return "spark" if rows >= limit else "pandas"
+
+
+class _Suites:
+    """One ephemeral GX context for the day, with a local Data Docs site, on pandas or Spark."""
+
+    def __init__(self, docs_dir: Path, backend: str = "pandas") -> None:
         import great_expectations as gx
 
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.gx = gx
+        self.backend = backend
+        self.spark: Any = None
+        if backend == "spark":
+            from include.preference.spark import spark_session
+
+            self.spark = spark_session("validation")
         self.context = gx.get_context(mode="ephemeral")
         site: Any = {
             "class_name": "SiteBuilder",
@@ -148,7 +175,8 @@ class _Suites:
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
         }
         self.context.update_data_docs_site(site_name=SITE_NAME, site_config=site)
-        self.source = self.context.data_sources.add_pandas("landed")
+        sources = self.context.data_sources
+        self.source: Any = sources.add_spark("landed") if backend == "spark" else sources.add_pandas("landed")
 
     def run(self, table: str, frame: pd.DataFrame, rules: list, day: dt.date) -> list[Any]:
         gx = self.gx
@@ -177,7 +205,8 @@ class _Suites:
         run_id = gx.RunIdentifier(
             run_name=f"{table}-{day.isoformat()}", run_time=dt.datetime.combine(day, dt.time(), dt.UTC)
         )
-        result = checkpoint.run(batch_parameters={"dataframe": frame}, run_id=run_id)
+        data = self.spark.createDataFrame(frame) if self.spark is not None else frame
+        result = checkpoint.run(batch_parameters={"dataframe": data}, run_id=run_id)
         return [r for run in result.run_results.values() for r in run.results]
 
 
@@ -270,6 +299,7 @@ def validate_day(
     closed_day: bool = False,
     volume_factor: float = 3.0,
     truncation_hours: float = 8.0,
+    backend: str | None = None,
 ) -> DayValidation:
     """Validate every landed table of ``day``; dimensions first, so facts can be checked for orphans.
 
@@ -279,8 +309,10 @@ def validate_day(
         docs_dir: where the Data Docs site is written.
         trailing: per table, the recent days' statistics for volume and truncation rules.
         closed_day: the source says nothing happened that day (no empty-day or volume rules).
+        backend: ``pandas`` or ``spark``; by default chosen by the size of the largest table.
     """
-    suites = _Suites(docs_dir)
+    backend = backend or choose_backend(max((len(frame) for frame in raw.values()), default=0))
+    suites = _Suites(docs_dir, backend)
     outcomes: dict[str, TableOutcome] = {}
     known: dict[str, frozenset[str] | None] = {"products": None, "customers": None}
     for table in VALIDATION_ORDER:
@@ -302,6 +334,9 @@ def validate_day(
         page.write_text(_stabilise_page(page.read_text(), day))
     result = DayValidation(day, outcomes, docs_dir)
     log.info(
-        "validated %s: %s", day, {t: (o.rows_in, len(o.validated), len(o.quarantine)) for t, o in outcomes.items()}
+        "validated %s on %s: %s",
+        day,
+        backend,
+        {t: (o.rows_in, len(o.validated), len(o.quarantine)) for t, o in outcomes.items()},
     )
     return result

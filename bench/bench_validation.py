@@ -1,0 +1,60 @@
+"""Validation throughput for a day of about 1M events: pandas backend vs Spark backend.
+
+    .venv/bin/python bench/bench_validation.py [--sessions 200000] [--backends pandas,spark]
+
+Runs the same suites (casting, every rule, Data Docs) over one synthetic day whose events table
+has about a million rows, once per backend, and prints events per second for each, the ratio,
+and which backend the pipeline picks for a day of this size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+from pathlib import Path
+
+from include.preference.sources.synthetic import SyntheticConfig, generate_day_frames
+from include.preference.validation import validate_day
+from include.preference.validation.engine import SPARK_ROWS_DEFAULT, choose_backend
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=200_000)
+    parser.add_argument("--backends", default="pandas,spark")
+    args = parser.parse_args()
+
+    day = dt.date(2025, 6, 7)  # a Saturday: the busiest weekday
+    tables = generate_day_frames(
+        SyntheticConfig(customers=100_000, products=10_000, sessions_per_day=args.sessions), day
+    )
+    events = len(tables["events"])
+    rows = sum(len(t) for t in tables.values())
+    print(f"day {day}: {events:,} events, {rows:,} rows in all tables")
+    seconds = {}
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory() as docs:
+            if backend == "spark":  # start the JVM outside the timing: a worker keeps it warm
+                from include.preference.spark import spark_session
+
+                spark_session("validation").range(1).count()
+            start = time.perf_counter()
+            result = validate_day(day, tables, Path(docs), backend=backend)
+            seconds[backend] = time.perf_counter() - start
+        quarantined = sum(len(o.quarantine) for o in result.tables.values())
+        print(
+            f"{backend:7s} {seconds[backend]:8.1f}s  {events / seconds[backend]:10,.0f} events/s  "
+            f"(quarantined {quarantined:,})"
+        )
+    if {"pandas", "spark"} <= set(seconds):
+        print(f"spark / pandas time ratio: {seconds['spark'] / seconds['pandas']:.2f}x")
+    print(
+        f"backend the pipeline picks for {events:,} events: {choose_backend(events)} "
+        f"(spark from {SPARK_ROWS_DEFAULT:,} rows; PREFERENCE_VALIDATION_SPARK_ROWS)"
+    )
+
+
+if __name__ == "__main__":
+    main()

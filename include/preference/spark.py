@@ -1,0 +1,30 @@
+"""One way to get a Spark session: ``local[*]`` here, the cluster's master in production."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+def spark_session(app_name: str, master: str | None = None) -> "SparkSession":
+    """A Spark session configured for this project (Arrow transfers, no UI, UTC).
+
+    The master comes from ``master``, else ``PREFERENCE_SPARK_MASTER``, else ``local[*]``.
+    """
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(master or os.environ.get("PREFERENCE_SPARK_MASTER") or "local[*]")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", os.environ.get("PREFERENCE_SPARK_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.driver.memory", os.environ.get("PREFERENCE_SPARK_DRIVER_MEMORY", "4g"))
+    )
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session

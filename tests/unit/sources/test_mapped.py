@@ -1,0 +1,109 @@
+"""The generic importer: CSV/Parquet drops described by a mapping file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from include.preference.errors import SourceFormatError
+from include.preference.schema import TABLES
+from include.preference.sources.mapped import land_tables, load_mapping
+
+pytestmark = pytest.mark.unit
+
+DAY = dt.date(2024, 2, 3)
+ORDERS_CSV = """OrderRef,Line,CreatedAt,Buyer,Sku,Qty,Price,Cancelled
+A-1,1,2024-02-02T09:00:00Z,u1,sku-1,1,9.99,no
+A-2,1,2024-02-03T10:00:00Z,u1,sku-2,2,5.00,no
+A-2,2,2024-02-03T10:00:00Z,u1,sku-1,1,9.49,no
+A-3,1,2024-02-03T18:30:00+01:00,u2,sku-3,1,20.00,yes
+A-4,1,2024-02-05T08:00:00Z,u3,sku-2,1,5.00,no
+"""
+MAPPING = """
+tables:
+  orders:
+    file: orders.csv
+    columns: {order_id: OrderRef, line_number: Line, order_time: CreatedAt, customer_id: Buyer,
+              product_id: Sku, quantity: Qty, unit_price: Price, is_cancellation: Cancelled}
+"""
+
+
+def drop(tmp_path: Path, mapping: str = MAPPING, orders: str = ORDERS_CSV) -> Path:
+    (tmp_path / "orders.csv").write_text(orders)
+    path = tmp_path / "mapping.yaml"
+    path.write_text(mapping)
+    return path
+
+
+def test_a_day_of_orders_lands_with_derived_events_and_snapshots(tmp_path):
+    tables, facts = land_tables(drop(tmp_path), DAY)
+    assert set(tables) == set(TABLES)
+    assert list(tables["orders"]["order_id"]) == ["A-2", "A-2", "A-3"]
+    assert list(tables["events"]["event_type"]) == ["purchase", "purchase"]  # the cancelled line is no purchase
+    assert sorted(tables["products"]["product_id"]) == ["sku-1", "sku-2", "sku-3"]  # seen up to the day
+    assert tables["products"].set_index("product_id").loc["sku-1", "price"] == "9.49"
+    assert sorted(tables["customers"]["customer_id"]) == ["u1", "u2"]
+    assert tables["reviews"].empty and list(tables["reviews"].columns)[:6] == list(TABLES["reviews"].column_names)
+    assert facts["closed_day"] is False and facts["lines_landed"] == 3
+
+
+def test_a_day_without_lines_inside_the_drop_is_closed(tmp_path):
+    tables, facts = land_tables(drop(tmp_path), dt.date(2024, 2, 4))
+    assert facts["closed_day"] is True and tables["orders"].empty
+
+
+def test_parquet_events_with_constants(tmp_path):
+    events = pd.DataFrame(
+        {
+            "id": ["e1", "e2"],
+            "ts": ["2024-02-03 10:00:00", "2024-02-03 11:00:00"],
+            "who": ["u1", "u2"],
+            "sess": ["s1", "s2"],
+            "sku": ["p1", "p2"],
+            "amount": [3.5, 4.0],
+        }
+    )
+    events.to_parquet(tmp_path / "events.parquet")
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text("""
+tables:
+  events:
+    file: events.parquet
+    format: parquet
+    columns: {event_id: id, event_time: ts, customer_id: who, session_id: sess, product_id: sku, price: amount}
+    constants: {event_type: purchase, quantity: "1"}
+""")
+    tables, _ = land_tables(mapping, DAY)
+    assert list(tables["events"]["price"]) == ["3.5", "4.0"]
+    assert list(tables["orders"]["order_id"]) == ["s1", "s2"]  # orders derived from purchase events
+
+
+@pytest.mark.parametrize(
+    "mapping, message",
+    [
+        ("tables: {}", "maps no tables"),
+        ("tables:\n  basket: {file: orders.csv}", "unknown table 'basket'"),
+        ("tables:\n  orders:\n    file: orders.csv\n    columns: {order_id: OrderRef, colour: Sku}", "no column"),
+        (
+            "tables:\n  orders:\n    file: orders.csv\n    columns: {order_id: OrderRef}",
+            r"missing_columns \(7\) for orders",
+        ),
+        (MAPPING.replace("Buyer", "Customer"), r"missing_columns \(1\): Customer"),
+        (
+            "tables:\n  products:\n    file: p.csv\n    columns: {product_id: a, price: b, first_seen: c}",
+            "must map events or orders",
+        ),
+        (": not yaml [", "cannot be read"),
+    ],
+)
+def test_bad_mappings_fail_naming_the_problem(tmp_path, mapping, message):
+    with pytest.raises(SourceFormatError, match=message):
+        land_tables(drop(tmp_path, mapping=mapping), DAY)
+
+
+def test_mapping_paths_are_relative_to_the_mapping_file(tmp_path):
+    mapping = load_mapping(drop(tmp_path))
+    assert mapping["orders"].file == (tmp_path / "orders.csv").resolve()

@@ -1,6 +1,6 @@
 """Validation throughput for a day of about 1M events: pandas backend vs Spark backend.
 
-    .venv/bin/python bench/bench_validation.py [--sessions 200000] [--backends pandas,spark]
+    .venv/bin/python bench/bench_validation.py [--sessions 270000] [--backends pandas,spark]
 
 Runs the same suites (casting, every rule, Data Docs) over one synthetic day whose events table
 has about a million rows, once per backend, and prints events per second for each, the ratio,
@@ -22,7 +22,7 @@ from include.preference.validation.engine import SPARK_ROWS_DEFAULT, choose_back
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=200_000)
+    parser.add_argument("--sessions", type=int, default=270_000)
     parser.add_argument("--backends", default="pandas,spark")
     args = parser.parse_args()
 

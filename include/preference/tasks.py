@@ -203,25 +203,19 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
             "report": report_uri,
         }
         table_upstream = [upstream_entry(store, raw_refs[name])]
-        quarantine = pa.Table.from_pandas(outcome.quarantine, preserve_index=False)
-        publish_table(
-            store,
-            PartitionRef("quarantine", name, date),
-            quarantine,
-            run_id=run_id,
-            code_version=settings.code_version,
-            upstream=table_upstream,
-            extra=extra,
-        )
-        validated = pa.Table.from_pandas(outcome.validated, schema=spec.arrow_schema(), preserve_index=False)
-        publish_table(
-            store,
-            PartitionRef("validated", name, date),
-            validated,
-            run_id=run_id,
-            code_version=settings.code_version,
-            upstream=table_upstream,
-            extra=extra,
-        )
+        published = {
+            "quarantine": pa.Table.from_pandas(outcome.quarantine, preserve_index=False),
+            "validated": pa.Table.from_pandas(outcome.validated, schema=spec.arrow_schema(), preserve_index=False),
+        }
+        for layer, data in published.items():  # quarantine first: validated/ is what readers wait for
+            publish_table(
+                store,
+                PartitionRef(layer, name, date),
+                data,
+                run_id=run_id,
+                code_version=settings.code_version,
+                upstream=table_upstream,
+                extra=extra,
+            )
         tables[name] = {k: counts[k] for k in ("rows_in", "validated", "quarantined", "by_rule")}
     return {"date": date.isoformat(), "report": report_uri, "tables": tables}

@@ -70,6 +70,24 @@ def date_range(frame: pd.DataFrame) -> tuple[dt.date, dt.date]:
     return days.min(), days.max()
 
 
+def day_tables(
+    source: str, path: Path, lines: pd.DataFrame, today: pd.DataFrame, day: dt.date, tables: dict[str, pd.DataFrame]
+) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
+    """Complete an importer's tables for ``day`` (no reviews in these files) and the manifest facts."""
+    from include.preference.schema import TABLES
+
+    first, last = date_range(lines)
+    tables = {**tables, "reviews": pd.DataFrame({c: pd.Series(dtype="string") for c in TABLES["reviews"].column_names})}
+    facts: dict[str, object] = {
+        "source": source,
+        "file": path.name,
+        "file_lines": len(lines),
+        "lines_landed": len(today),
+        "closed_day": bool(first <= day <= last and today.empty),
+    }
+    return {name: frame.reset_index(drop=True) for name, frame in tables.items()}, facts
+
+
 def snapshot_first_seen(frame: pd.DataFrame, key: pd.Series) -> pd.Series:
     """The first day each key value appears in ``frame``."""
     return frame.assign(_key=key).groupby("_key")[DAY].min()

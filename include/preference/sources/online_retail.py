@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from include.preference.schema import TABLES
-from include.preference.sources.files import DAY, SOURCE_LINE, date_range, read_text_csv
+from include.preference.sources.files import DAY, SOURCE_LINE, day_tables, read_text_csv
 
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
 
@@ -43,7 +42,6 @@ def _customer_id(raw: pd.Series) -> pd.Series:
 def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """The raw tables for ``day`` and facts for the manifests (closed day, lines in the file)."""
     invoices = read_invoices(path)
-    first, last = date_range(invoices)
     upto = invoices[invoices[DAY] <= day]
     today = invoices[invoices[DAY] == day]
     is_cancellation = today["InvoiceNo"].str.strip().str.upper().str.startswith("C")
@@ -103,13 +101,5 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "age_band": None,
         }
     )
-    reviews = pd.DataFrame({c: pd.Series(dtype="string") for c in TABLES["reviews"].column_names})
-    tables = {"events": events, "orders": orders, "products": products, "customers": customers, "reviews": reviews}
-    facts: dict[str, object] = {
-        "source": "online_retail",
-        "file": path.name,
-        "file_lines": len(invoices),
-        "lines_landed": len(today),
-        "closed_day": bool(first <= day <= last and today.empty),
-    }
-    return {name: frame.reset_index(drop=True) for name, frame in tables.items()}, facts
+    tables = {"events": events, "orders": orders, "products": products, "customers": customers}
+    return day_tables("online_retail", path, invoices, today, day, tables)

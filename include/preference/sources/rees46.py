@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from include.preference.schema import TABLES
-from include.preference.sources.files import DAY, SOURCE_LINE, date_range, read_text_csv, snapshot_first_seen
+from include.preference.sources.files import DAY, SOURCE_LINE, day_tables, read_text_csv, snapshot_first_seen
 
 COLUMNS = (
     "event_time",
@@ -32,7 +31,6 @@ EVENT_TYPES = {"view": "view", "cart": "add_to_cart", "purchase": "purchase"}
 def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """The raw tables for ``day`` and facts for the manifests."""
     events_in = read_text_csv(path, COLUMNS, "event_time")
-    first, last = date_range(events_in)
     upto = events_in[events_in[DAY] <= day]
     today = events_in[events_in[DAY] == day]
     kind = today["event_type"].str.strip()
@@ -91,13 +89,5 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "age_band": None,
         }
     )
-    reviews = pd.DataFrame({c: pd.Series(dtype="string") for c in TABLES["reviews"].column_names})
-    tables = {"events": events, "orders": orders, "products": products, "customers": customers, "reviews": reviews}
-    facts: dict[str, object] = {
-        "source": "rees46",
-        "file": path.name,
-        "file_lines": len(events_in),
-        "lines_landed": len(today),
-        "closed_day": bool(first <= day <= last and today.empty),
-    }
-    return {name: frame.reset_index(drop=True) for name, frame in tables.items()}, facts
+    tables = {"events": events, "orders": orders, "products": products, "customers": customers}
+    return day_tables("rees46", path, events_in, today, day, tables)

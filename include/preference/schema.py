@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 EVENT_TYPES = ("view", "search", "add_to_cart", "purchase")
+RATING_RANGE = (1, 5)
 # Stock codes that are services or bookkeeping lines, not products (upper-cased before comparing).
 NON_PRODUCT_CODES = frozenset(
     {

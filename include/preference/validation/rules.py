@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from include.preference.schema import EVENT_TYPES, NON_PRODUCT_CODES, TABLES, TableSpec
+from include.preference.schema import EVENT_TYPES, NON_PRODUCT_CODES, RATING_RANGE, TABLES, TableSpec
 
 SECONDS = "_seconds_in_day"
 PRODUCT_CODE = "_product_code"
@@ -113,7 +113,8 @@ def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]
     if "quantity" in columns:
         row("non_positive_quantity", gxe.ExpectColumnValuesToBeBetween, column="quantity", min_value=0, strict_min=True)
     if "rating" in columns:
-        row("rating_out_of_range", gxe.ExpectColumnValuesToBeBetween, column="rating", min_value=1, max_value=5)
+        low, high = RATING_RANGE
+        row("rating_out_of_range", gxe.ExpectColumnValuesToBeBetween, column="rating", min_value=low, max_value=high)
     if "product_id" in columns:
         row(
             "non_product_code",
@@ -178,7 +179,7 @@ def rule_catalogue() -> dict[str, str]:
         "cancellation": "row: a cancelled order line",
         "non_positive_price": "row: price zero or negative",
         "non_positive_quantity": "row: quantity zero or negative",
-        "rating_out_of_range": "row: rating outside 1..5",
+        "rating_out_of_range": f"row: rating outside {RATING_RANGE[0]}..{RATING_RANGE[1]}",
         "non_product_code": "row: a service or bookkeeping code (postage, fees...), not a product",
         "orphan_product": "row: product not in the day's validated catalogue",
         "orphan_customer": "row: customer not in the day's validated customers",

@@ -18,7 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"success", "failed"})
-LOCKED_RETRIES = 30
+BUSY_WAIT_SECONDS = 180.0
 
 
 class AirflowApiError(RuntimeError):
@@ -92,9 +92,10 @@ class AirflowClient:
     ) -> dict[str, Any] | None:
         """Create runs for every logical date from ``start`` to ``end`` (inclusive).
 
-        On SQLite (the embedded default) Airflow answers 503 while another component holds the
-        database's write lock; the request is retried a bounded number of times. Returns None when
-        every date already has a run that the reprocess behaviour keeps.
+        Retried for a bounded time while Airflow is busy: 503 while another component holds
+        SQLite's write lock (the embedded default), 409 while an earlier backfill of the DAG is
+        still open (the scheduler closes it on a later loop once its runs have finished). Returns
+        None when every date already has a run that the reprocess behaviour keeps.
         """
         body = {
             "dag_id": dag_id,
@@ -104,18 +105,36 @@ class AirflowClient:
             "max_active_runs": max_active_runs,
             "dag_run_conf": conf or {},
         }
-        for attempt in range(1, LOCKED_RETRIES + 1):
+        deadline = time.monotonic() + BUSY_WAIT_SECONDS
+        while True:
             try:
                 return self._request("POST", "/api/v2/backfills", body)
             except AirflowApiError as error:
                 if "No runs to create" in str(error):
                     log.info("%s: every date in [%s, %s] already has a run; nothing to backfill", dag_id, start, end)
                     return None
-                if "HTTP 503" not in str(error) or attempt == LOCKED_RETRIES:
+                busy = "HTTP 503" in str(error) or "already a running backfill" in str(error)
+                if not busy or time.monotonic() > deadline:
                     raise
-                log.info("metadata database busy, retrying backfill creation (%d/%d)", attempt, LOCKED_RETRIES)
-                time.sleep(1.0 + attempt * 0.5)
-        raise AssertionError("unreachable")
+                log.info("Airflow busy (%s), retrying backfill creation", str(error)[:80])
+                time.sleep(3.0)
+
+    def wait_for_backfill(self, backfill_id: int, timeout: float = 1800.0) -> dict[str, Any]:
+        """Wait until the scheduler marks a backfill complete (all its runs finished)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                backfill = self._request("GET", f"/api/v2/backfills/{backfill_id}")
+            except AirflowApiError as error:
+                # On SQLite a just-created backfill can be invisible to the next read for a moment.
+                if "HTTP 404" not in str(error) or time.monotonic() > deadline:
+                    raise
+                backfill = {}
+            if backfill.get("completed_at"):
+                return backfill
+            if time.monotonic() > deadline:
+                raise AirflowApiError(f"backfill {backfill_id} not complete after {timeout:.0f}s")
+            time.sleep(3.0)
 
     def trigger(self, dag_id: str, logical_date: dt.datetime, conf: dict[str, Any] | None = None) -> dict[str, Any]:
         """Trigger one run for a logical date (as the UI's trigger form does)."""

@@ -33,7 +33,7 @@ def last_complete_day(now: dt.datetime | None = None) -> dt.date:
 @dataclass(frozen=True)
 class DemoResult:
     runs: dict[str, list[dict[str, Any]]]
-    partitions: list[tuple[str, str, str, int | None]]
+    partitions: list[tuple[str, str, str, str]]
     seconds: float
 
     @property
@@ -52,23 +52,28 @@ def store_for(runtime: Runtime) -> ObjectStore:
     )
 
 
-def published_partitions(store: ObjectStore) -> list[tuple[str, str, str, int | None]]:
-    """(layer, table, date, rows) of every manifest-complete partition in the lake."""
+def published_partitions(store: ObjectStore) -> list[tuple[str, str, str, str]]:
+    """(layer, table, date, size) of every manifest-complete partition: rows, or files when not tabular."""
     found = []
     for layer in LAYERS:
         for table in list_tables(store, layer):
             for date in list_partitions(store, layer, table):
                 manifest = read_manifest(store, PartitionRef(layer, table, date))
-                found.append((layer, table, date.isoformat(), manifest.row_count if manifest else None))
+                if manifest is None:
+                    continue
+                size = (
+                    f"rows={manifest.row_count}" if manifest.row_count is not None else f"files={len(manifest.files)}"
+                )
+                found.append((layer, table, date.isoformat(), size))
     return found
 
 
 def run_demo(runtime: Runtime, days: int = 3, end: dt.date | None = None) -> DemoResult:
     """Start services and run ``days`` consecutive days ending at ``end`` through Airflow.
 
-    Unpausing a DAG starts its daily schedule, which runs the latest complete day (``end`` by
-    default); a backfill creates the runs of the days before it (and re-creates failed ones).
-    Waits for every run in the range and lists what the lake holds.
+    Unpausing a DAG starts its daily schedule; a backfill (re)runs every day of the range with
+    the current code (tasks are idempotent, so a rerun rewrites identical partitions). Waits for
+    the backfill to complete and lists what the lake holds.
     """
     end = end or last_complete_day()
     started = time.monotonic()
@@ -79,7 +84,9 @@ def run_demo(runtime: Runtime, days: int = 3, end: dt.date | None = None) -> Dem
     for dag_id in DEMO_DAGS:
         client.wait_for_dag(dag_id)
         client.set_paused(dag_id, False)
-        client.create_backfill(dag_id, start, end, max_active_runs=days, reprocess="failed")
+        backfill = client.create_backfill(dag_id, start, end, max_active_runs=days, reprocess="completed")
+        if backfill is not None:
+            client.wait_for_backfill(int(backfill["id"]))
         runs[dag_id] = client.wait_for_runs(dag_id, start, end, expected=days)
     return DemoResult(runs, published_partitions(store_for(runtime)), time.monotonic() - started)
 
@@ -99,8 +106,8 @@ def format_summary(runtime: Runtime, result: DemoResult) -> str:
             )
     lines.append("")
     lines.append(f"Published partitions in s3://{runtime.bucket}/ (with _MANIFEST.json):")
-    for layer, table, date, rows in result.partitions:
-        lines.append(f"  {layer}/{table}/dt={date}  rows={rows}")
+    for layer, table, date, size in result.partitions:
+        lines.append(f"  {layer}/{table}/dt={date}  {size}")
     lines += [
         "",
         f"Airflow UI : {runtime.airflow_url}   login: {ADMIN_USER} / {runtime.admin_password}",

@@ -159,7 +159,8 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
     closed_day = any(m.extra.get("closed_day") for m in raw_manifests.values())
     raw = {table: read_table(store, ref).to_pandas() for table, ref in raw_refs.items()}
     trailing = {table: stats for table in TABLES if (stats := _trailing_stats(store, table, date))}
-    upstream = [upstream_entry(store, ref) for ref in raw_refs.values()]
+    raw_upstream = {table: upstream_entry(store, ref, raw_manifests[table]) for table, ref in raw_refs.items()}
+    upstream = list(raw_upstream.values())
 
     with scratch_directory(settings.scratch_dir, f"validation-{date}") as scratch:
         docs = scratch / "docs"
@@ -202,7 +203,7 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
             "last_seconds": outcome.last_seconds,
             "report": report_uri,
         }
-        table_upstream = [upstream_entry(store, raw_refs[name])]
+        table_upstream = [raw_upstream[name]]
         published = {
             "quarantine": pa.Table.from_pandas(outcome.quarantine, preserve_index=False),
             "validated": pa.Table.from_pandas(outcome.validated, schema=spec.arrow_schema(), preserve_index=False),

@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.preference.schema import TABLES
 from include.preference.sources.synthetic import SyntheticConfig, generate_day
 from include.preference.storage import ObjectStore, PartitionRef, publish_table
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -34,20 +37,26 @@ def land_synthetic_day(
     Returns:
         Per table: the partition URI, its row count and its version.
     """
-    tables = generate_day(config, date)
+    extra = {"source": "synthetic", "generator": config.as_dict()}
+    landed = _publish_raw(store, date, generate_day(config, date), run_id, code_version, extra)
+    log.info("landed synthetic day %s: %s", date, {k: v["rows"] for k, v in landed.items()})
+    return landed
+
+
+def _publish_raw(
+    store: ObjectStore,
+    date: dt.date,
+    tables: dict[str, "pa.Table"],
+    run_id: str,
+    code_version: str,
+    extra: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Publish every raw table of a day; per table its URI, row count and version."""
     landed: dict[str, dict[str, Any]] = {}
     for name in RAW_TABLES:
         ref = PartitionRef("raw", name, date)
-        manifest = publish_table(
-            store,
-            ref,
-            tables[name],
-            run_id=run_id,
-            code_version=code_version,
-            extra={"source": "synthetic", "generator": config.as_dict()},
-        )
+        manifest = publish_table(store, ref, tables[name], run_id=run_id, code_version=code_version, extra=extra)
         landed[name] = {"uri": store.uri(ref.prefix), "rows": manifest.row_count, "version": manifest.version}
-    log.info("landed synthetic day %s: %s", date, {k: v["rows"] for k, v in landed.items()})
     return landed
 
 
@@ -73,11 +82,7 @@ def land_file_day(
     if source not in importers:
         raise ValueError(f"unknown file source {source!r}; available: {', '.join(importers)}")
     frames, facts = importers[source](path, date)
-    landed: dict[str, dict[str, Any]] = {}
-    for name in RAW_TABLES:
-        table = pa.Table.from_pandas(frames[name].astype("string"), preserve_index=False)
-        ref = PartitionRef("raw", name, date)
-        manifest = publish_table(store, ref, table, run_id=run_id, code_version=code_version, extra=facts)
-        landed[name] = {"uri": store.uri(ref.prefix), "rows": manifest.row_count, "version": manifest.version}
+    tables = {name: pa.Table.from_pandas(frames[name].astype("string"), preserve_index=False) for name in RAW_TABLES}
+    landed = _publish_raw(store, date, tables, run_id, code_version, facts)
     log.info("landed %s day %s from %s: %s", source, date, path.name, {k: v["rows"] for k, v in landed.items()})
     return landed

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from include.preference.errors import SourceFormatError
+from include.preference.validation.casting import parse_timestamps
 
 SOURCE_LINE = "_source_line"
 DAY = "_day"
@@ -58,8 +59,7 @@ def _read_cached(
 
 def assign_days(frame: pd.DataFrame, time_column: str) -> None:
     """Add ``_day``: each line's UTC day; unreadable times get the frame's first day."""
-    text = frame[time_column].astype("string").str.strip().str.replace(r"\s+UTC$", "+00:00", regex=True)
-    days = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601").dt.date
+    days = parse_timestamps(frame[time_column]).dt.date
     first_day = days.dropna().min() if days.notna().any() else None
     frame[DAY] = days.where(days.notna(), first_day)
 

@@ -137,13 +137,15 @@ def schema_of(schema: "pa.Schema") -> dict[str, Any]:
     return {"columns": [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]}
 
 
-def upstream_entry(store: ObjectStore, ref: PartitionRef) -> dict[str, Any]:
+def upstream_entry(store: ObjectStore, ref: PartitionRef, manifest: Manifest | None = None) -> dict[str, Any]:
     """Reference an input partition in a manifest: its URI and its manifest's hash.
+
+    Pass the input's ``manifest`` when it is already read; otherwise it is fetched.
 
     Raises:
         PartitionNotFound: the input has no manifest.
     """
-    manifest = read_manifest(store, ref)
+    manifest = manifest or read_manifest(store, ref)
     if manifest is None:
         raise PartitionNotFound(f"upstream partition {store.uri(ref.prefix)} has no manifest")
     return {"uri": store.uri(ref.manifest_key), "sha256": manifest.sha256}

@@ -46,7 +46,10 @@ def _present(raw: pd.Series) -> pd.Series:
     return raw.notna() & (as_text.str.strip() != "").fillna(False).astype(bool)
 
 
-def _parse_timestamp(raw: pd.Series) -> pd.Series:
+def parse_timestamps(raw: pd.Series) -> pd.Series:
+    """Times as UTC timestamps (NaT where unreadable): ISO 8601 (a trailing " UTC" allowed), then
+    any other unambiguous layout; naive times are taken as UTC. Importers and validation share it,
+    so a line lands on the day validation will read it as."""
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         return raw.dt.tz_convert("UTC")
     if pd.api.types.is_datetime64_dtype(raw):
@@ -101,10 +104,10 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
         given = _present(values)
         bad = pd.Series(False, index=raw.index)
         if column.type == "timestamp":
-            parsed = _parse_timestamp(values)
+            parsed = parse_timestamps(values)
             bad = given & parsed.isna()
         elif column.type == "date":
-            stamps = _parse_timestamp(values)
+            stamps = parse_timestamps(values)
             bad = given & stamps.isna()
             parsed = stamps.dt.date.where(stamps.notna(), None)
         elif column.type in ("int32", "int64", "float64"):

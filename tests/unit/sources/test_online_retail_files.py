@@ -86,3 +86,9 @@ def test_unreadable_dates_land_on_the_first_day_and_nothing_is_lost(tmp_path):
     first_day = land_tables(path, DAY)[0]["orders"]
     assert "someday" in set(first_day["order_time"])  # validation: unparseable_timestamp
     assert len(first_day) + len(land_tables(path, dt.date(2010, 12, 2))[0]["orders"]) == 4
+
+
+def test_a_time_validation_can_read_lands_on_its_own_day_whatever_its_layout(tmp_path):
+    slashed = LINES[3].replace("2010-12-02 08:28:00", "12/02/2010 08:28")
+    invoices = read_invoices(write(tmp_path, "\n".join([HEADER, *LINES[:3], slashed]) + "\n"))
+    assert invoices["_day"].iloc[3] == dt.date(2010, 12, 2)  # not the file's first day

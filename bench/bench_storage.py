@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from lake import running_lake
 
-from include.preference.config import S3Settings
-from include.preference.services import ServiceManager, ephemeral_runtime
 from include.preference.sources.synthetic import SyntheticConfig, generate_day
-from include.preference.storage import ObjectStore, PartitionRef, publish_table, read_table
+from include.preference.storage import PartitionRef, publish_table, read_table
 from include.preference.storage.partitions import parquet_bytes
 
 
@@ -48,27 +47,12 @@ def main() -> None:
     generate_seconds = time.perf_counter() - start
     body = parquet_bytes(events)
 
-    with tempfile.TemporaryDirectory() as home:
-        runtime = ephemeral_runtime(Path(home))
-        manager = ServiceManager(runtime)
-        manager.start("s3")
-        try:
-            store = ObjectStore(
-                S3Settings(
-                    endpoint_url=runtime.s3_endpoint,
-                    access_key_id=runtime.access_key_id,
-                    secret_access_key=runtime.secret_access_key,
-                    bucket="bench",
-                )
-            )
-            store.ensure_bucket()
-            ref = PartitionRef("raw", "events", day)
-            plain_put = best_of(args.repeat, lambda: store.put_bytes("plain/events.parquet", parquet_bytes(events)))
-            publish = best_of(args.repeat, lambda: publish_table(store, ref, events, run_id="bench", code_version="b"))
-            plain_get = best_of(args.repeat, lambda: pq.read_table(io.BytesIO(store.get_bytes("plain/events.parquet"))))
-            manifest_read = best_of(args.repeat, lambda: read_table(store, ref))
-        finally:
-            manager.stop("s3")
+    with tempfile.TemporaryDirectory() as home, running_lake(Path(home)) as (_, store):
+        ref = PartitionRef("raw", "events", day)
+        plain_put = best_of(args.repeat, lambda: store.put_bytes("plain/events.parquet", parquet_bytes(events)))
+        publish = best_of(args.repeat, lambda: publish_table(store, ref, events, run_id="bench", code_version="b"))
+        plain_get = best_of(args.repeat, lambda: pq.read_table(io.BytesIO(store.get_bytes("plain/events.parquet"))))
+        manifest_read = best_of(args.repeat, lambda: read_table(store, ref))
 
     rows = events.num_rows
     print(

@@ -9,6 +9,16 @@ Lands one day of raw marketplace data into the lake, `raw/<table>/dt=YYYY-MM-DD/
   keys, an empty, truncated or stale day, volume far outside the trailing days) fail the task at
   once, naming the rule, the count and the report. Data Docs: `reports/validation/dt=YYYY-MM-DD/`.
 
+* **build_features** (Spark): point-in-time customer, product and pair aggregates as of the day,
+  `features/{daily_*,state_*,customers,products}/dt=YYYY-MM-DD/`. Incremental: the day's validated
+  rows are folded into the previous day's state (window sums minus the day leaving each window);
+  it recomputes from all history when the previous state is missing or its inputs changed. It waits
+  for the previous day's build (`depends_on_past`), so backfills fold days in order.
+* **build_training_data**: examples for the anchor `D - horizon` (`PREFERENCE_HORIZON_DAYS`), whose
+  label window ends with this day: positives are that window's purchases, negatives are sampled
+  (viewed-not-bought, popularity-weighted). GZIP TFRecord shards, Parquet and `schema.json` in
+  `training/dt=<anchor>/`. Skipped while the anchor has no features or a horizon day is missing.
+
 * **Partition**: the run's logical date (`data_interval_start`, UTC). The run for day D starts
   after D has ended. Rerunning a date replaces exactly that date's partitions with identical content.
 * **Trigger**: a manual run processes the last complete day before its logical date (Airflow's
@@ -83,7 +93,26 @@ def marketplace_ingest_daily():
 
         return tasks.validate_raw_data(tasks.logical_day(data_interval_start), run_id=run_id)
 
-    validate_raw_data(land_raw_data())
+    @task(depends_on_past=True)
+    def build_features(validated: dict, data_interval_start=None, run_id=None) -> dict:
+        """Fold the day's validated rows into point-in-time features (Spark); publish `features/`."""
+        from include.preference import tasks
+
+        return tasks.build_features(tasks.logical_day(data_interval_start), run_id=run_id)
+
+    @task
+    def build_training_data(features: dict, data_interval_start=None, run_id=None) -> dict:
+        """Write the training examples whose label horizon ends today (TFRecords + Parquet)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.preference import tasks
+
+        result = tasks.build_training_data(tasks.logical_day(data_interval_start), run_id=run_id)
+        if "skipped" in result:
+            raise AirflowSkipException(result["skipped"])
+        return result
+
+    build_training_data(build_features(validate_raw_data(land_raw_data())))
 
 
 marketplace_ingest_daily()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import subprocess
@@ -121,6 +122,42 @@ def airflow_db() -> Path:
     return _AIRFLOW_HOME
 
 
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session for the tests that need it (two cores, like this machine)."""
+    from include.preference.spark import spark_session
+
+    return spark_session("tests", master="local[2]")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_spark_at_the_end():
+    """Stop Spark while logging still works (py4j logs from its finaliser otherwise)."""
+    yield
+    if "pyspark" in sys.modules:
+        from pyspark import SparkContext
+
+        context = SparkContext._active_spark_context
+        if context is not None:
+            context.stop()
+        # py4j logs from finalisers at interpreter exit, after pytest closed the streams.
+        logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+@pytest.fixture(scope="session")
+def validated_history(tmp_path_factory: pytest.TempPathFactory):
+    """Five weeks of small synthetic days, validated, in a directory laid out like the lake (read-only)."""
+    import datetime as dt
+
+    from tests.support.lake import day_range, fill_validated
+
+    root = tmp_path_factory.mktemp("validated-history")
+    days = day_range(dt.date(2025, 3, 1), HISTORY_DAYS)
+    fill_validated(root, days)
+    return root, days
+
+
+HISTORY_DAYS = 36
 KIND_MARKERS = {"unit", "integration", "e2e", "slow"}
 
 

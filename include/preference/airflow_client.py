@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 TERMINAL_STATES = frozenset({"success", "failed"})
 BUSY_WAIT_SECONDS = 180.0
+SCHEDULER_DOWN_SECONDS = 90.0
 
 
 class AirflowApiError(RuntimeError):
@@ -166,9 +167,14 @@ class AirflowClient:
     def wait_for_runs(
         self, dag_id: str, start: dt.date, end: dt.date, expected: int, timeout: float = 1800.0
     ) -> list[dict[str, Any]]:
-        """Wait until ``expected`` runs in [start, end] have finished; returns them."""
+        """Wait until ``expected`` runs in [start, end] have finished; returns them.
+
+        Gives up early, saying so, when the scheduler has reported unhealthy for
+        ``SCHEDULER_DOWN_SECONDS``: queued runs cannot start without it.
+        """
         deadline = time.monotonic() + timeout
         last = ""
+        unhealthy_since: float | None = None
         while True:
             runs = self.dag_runs(dag_id, start, end)
             states = [r["state"] for r in runs]
@@ -178,6 +184,25 @@ class AirflowClient:
                 last = summary
             if len(runs) >= expected and all(s in TERMINAL_STATES for s in states):
                 return runs
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            scheduler = self.component_status("scheduler")
+            if scheduler == "healthy":
+                unhealthy_since = None
+            elif unhealthy_since is None:
+                unhealthy_since = now
+            elif now - unhealthy_since > SCHEDULER_DOWN_SECONDS:
+                raise AirflowApiError(
+                    f"{dag_id}: the scheduler has been {scheduler} for {now - unhealthy_since:.0f}s, "
+                    f"runs cannot progress ({summary}); see the scheduler's log"
+                )
+            if now > deadline:
                 raise AirflowApiError(f"{dag_id}: runs not finished after {timeout:.0f}s ({summary})")
             time.sleep(3.0)
+
+    def component_status(self, component: str) -> str:
+        """``healthy``, ``unhealthy`` or ``unknown`` for a component of the health endpoint."""
+        try:
+            health = self._request("GET", "/api/v2/monitor/health", auth=False)
+        except (AirflowApiError, OSError):  # an API server that is down is also "unknown"
+            return "unknown"
+        return str((health.get(component) or {}).get("status") or "unknown")

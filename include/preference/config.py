@@ -115,6 +115,9 @@ class Settings:
     mlflow_tracking_uri: str
     local_dir: Path
     code_version: str
+    horizon_days: int = 7
+    negatives_per_positive: int = 4
+    sampling_seed: int = 17
 
     @property
     def scratch_dir(self) -> Path:
@@ -201,4 +204,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         mlflow_tracking_uri=_mlflow_uri(env),
         local_dir=local_dir,
         code_version=code_version(env),
+        horizon_days=_positive_int(env, "PREFERENCE_HORIZON_DAYS", 7),
+        negatives_per_positive=_positive_int(env, "PREFERENCE_NEGATIVES_PER_POSITIVE", 4),
+        sampling_seed=_positive_int(env, "PREFERENCE_SAMPLING_SEED", 17, minimum=0),
     )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name) or ""
+    if not raw.strip():
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value

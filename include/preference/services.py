@@ -158,6 +158,7 @@ class Runtime:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "include.preference.airflow_db.SQLITE_CONNECT_ARGS",
             "AIRFLOW__API__HOST": HOST,
             "AIRFLOW__API__PORT": str(self.ports.airflow),
             "AIRFLOW__API__BASE_URL": self.airflow_url,
@@ -330,6 +331,13 @@ class ServiceManager:
 
     def log_file(self, name: str) -> Path:
         return self.runtime.home / "logs" / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 60) -> str:
+        """The last lines of a service's log (for error messages)."""
+        path = self.log_file(name)
+        if not path.exists():
+            return f"(no log at {path})"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def pid(self, name: str) -> int | None:
         """The PID of a running service started by this manager, or None."""

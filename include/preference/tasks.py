@@ -220,3 +220,25 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
             )
         tables[name] = {k: counts[k] for k in ("rows_in", "validated", "quarantined", "by_rule")}
     return {"date": date.isoformat(), "report": report_uri, "tables": tables}
+
+
+def build_features(date: dt.date, *, run_id: str) -> dict[str, Any]:
+    """Build the point-in-time features as of ``date`` (incremental when the previous state is intact).
+
+    Publishes ``features/{daily_*,state_*,customers,products}/dt=<date>/``.
+    """
+    from include.preference.features.jobs import run_feature_build
+
+    settings = load_settings()
+    return run_feature_build(open_store(settings), settings, date, run_id=run_id)
+
+
+def build_training_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
+    """Publish the training examples of the anchor whose label horizon ends on ``date``.
+
+    Returns ``skipped`` with the reason when that anchor has no features or a horizon day is missing.
+    """
+    from include.preference.features.jobs import run_training_build
+
+    settings = load_settings()
+    return run_training_build(open_store(settings), settings, date, run_id=run_id)

@@ -34,7 +34,12 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
     run = run_dag("marketplace_ingest_daily", day, SMALL)
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
-    assert states == {"land_raw_data": "success", "validate_raw_data": "success"}
+    assert states == {
+        "land_raw_data": "success",
+        "validate_raw_data": "success",
+        "build_features": "success",
+        "build_training_data": "skipped",  # the first day has no anchor whose horizon is complete
+    }
 
     expected = generate_day(SyntheticConfig(**SMALL), day)
     manifests = {}
@@ -56,6 +61,9 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
     assert read_manifest(store, PartitionRef("quarantine", "orders", day)).extra["by_rule"].get("cancellation", 0) > 0
     report = read_manifest(store, PartitionRef("reports", "validation", day))
     assert any(f.path.endswith("index.html") for f in report.files)
+    customers = read_manifest(store, PartitionRef("features", "customers", day))
+    assert customers.extra["mode"] == "full"  # no earlier state: the first day starts the chain
+    assert customers.row_count == manifests["customers"].row_count
 
     objects_before = sorted(store.list_keys(""))
     rerun = run_dag("marketplace_ingest_daily", day, SMALL)
@@ -67,7 +75,8 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
             manifests[table].files,
             manifests[table].row_count,
         )
-    assert sorted(store.list_keys("")) == objects_before  # raw, validated, quarantine and report alike
+    # raw, validated, quarantine, report and features alike
+    assert sorted(store.list_keys("")) == objects_before
 
 
 def test_ingest_fails_clearly_when_the_lake_refuses_the_keys(airflow_db, lake_env, monkeypatch):
@@ -79,3 +88,19 @@ def test_ingest_fails_clearly_when_the_lake_refuses_the_keys(airflow_db, lake_en
     run = run_dag("marketplace_ingest_daily", dt.date(2025, 3, 2), SMALL)
     assert run.state == "failed"
     assert list_partitions(lake_env, "raw", "events") == []
+
+
+def test_two_days_build_features_incrementally_and_the_second_writes_training_data(airflow_db, lake_env, monkeypatch):
+    store = lake_env
+    monkeypatch.setenv("PREFERENCE_HORIZON_DAYS", "1")
+    first, second = dt.date(2025, 2, 10), dt.date(2025, 2, 11)  # before the other tests' days
+    run_dag("marketplace_ingest_daily", first, SMALL)
+    run = run_dag("marketplace_ingest_daily", second, SMALL)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and set(states.values()) == {"success"}, states
+    features = read_manifest(store, PartitionRef("features", "customers", second))
+    assert features.extra["mode"] == "incremental" and features.run_id == run.run_id
+    training = read_manifest(store, PartitionRef("training", "", first))
+    assert training.extra["label_days"] == [second.isoformat()]
+    assert any(f.path.endswith(".tfrecord.gz") for f in training.files)
+    assert training.extra["positives"] > 0 and training.extra["negatives"] >= training.extra["positives"]

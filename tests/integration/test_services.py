@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from include.preference.airflow_client import AirflowClient
+from include.preference.airflow_client import AirflowApiError, AirflowClient
 from include.preference.services import ADMIN_USER, ServiceManager, ephemeral_runtime, load_env_files
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,10 @@ def test_airflow_standalone_runs_a_backfill_of_the_ingest_dag(tmp_path: Path):
         start, end = dt.date(2025, 2, 1), dt.date(2025, 2, 2)
         conf = {"customers": 300, "products": 60, "sessions_per_day": 150}
         client.create_backfill("marketplace_ingest_daily", start, end, conf=conf)
-        runs = client.wait_for_runs("marketplace_ingest_daily", start, end, expected=2, timeout=600)
+        try:
+            runs = client.wait_for_runs("marketplace_ingest_daily", start, end, expected=2, timeout=600)
+        except AirflowApiError as error:
+            raise AssertionError(f"{error}\n--- airflow log (tail) ---\n{manager.log_tail('airflow')}") from error
         assert [r["state"] for r in runs] == ["success", "success"]
         assert [r["run_type"] for r in runs] == ["backfill", "backfill"]
         # Asking again at once (as a second `make demo` does) waits for Airflow to close the first

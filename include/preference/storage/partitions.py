@@ -168,6 +168,7 @@ def publish_files(
     schema: Mapping[str, Any] | None = None,
     upstream: Iterable[Mapping[str, Any]] = (),
     extra: Mapping[str, Any] | None = None,
+    if_changed: bool = False,
 ) -> Manifest:
     """Publish files as the partition ``ref``, replacing any earlier version atomically.
 
@@ -180,9 +181,11 @@ def publish_files(
         schema: column descriptions for tabular data.
         upstream: entries from :func:`upstream_entry` for the inputs.
         extra: small stage-specific facts (e.g. validated and quarantined counts).
+        if_changed: leave the partition as it is when its published version has the same content
+            (its manifest, run id included, is kept).
 
     Returns:
-        The manifest that was written.
+        The manifest that was written (or kept).
     """
     names = [p.path for p in parts]
     if len(set(names)) != len(names):
@@ -191,6 +194,9 @@ def publish_files(
         if name.startswith("/") or ".." in name.split("/") or name == MANIFEST_NAME:
             raise ValueError(f"file name {name!r} is not a plain relative path")
     version = f"v-{_version_digest(parts)}"
+    if if_changed and (current := read_manifest(store, ref)) is not None and current.version == version:
+        log.info("%s already holds %s; kept", store.uri(ref.prefix), version)
+        return current
     entries = []
     for part in sorted(parts, key=lambda p: p.path):
         relative = f"{version}/{part.path}"
@@ -258,6 +264,7 @@ def publish_directory(
     upstream: Iterable[Mapping[str, Any]] = (),
     extra: Mapping[str, Any] | None = None,
     rows: Mapping[str, int] | None = None,
+    if_changed: bool = False,
 ) -> Manifest:
     """Publish a local directory (e.g. a Spark job's output) as the partition ``ref``.
 
@@ -292,6 +299,7 @@ def publish_directory(
         schema=schema,
         upstream=upstream,
         extra=extra,
+        if_changed=if_changed,
     )
 
 

@@ -52,6 +52,7 @@ class ObjectStore:
                     retries={"max_attempts": 5, "mode": "standard"},
                     s3={"addressing_style": "path"},
                     connect_timeout=10,
+                    max_pool_connections=32,
                     read_timeout=60,
                 ),
             )

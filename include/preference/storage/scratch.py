@@ -13,17 +13,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from include.preference.storage.partitions import PartitionRef, require_manifest
+from include.preference.storage.partitions import Manifest, PartitionRef, require_manifest
 from include.preference.storage.s3 import ObjectStore
 
 log = logging.getLogger(__name__)
 
 
-def stage_partition(store: ObjectStore, ref: PartitionRef, root: Path) -> Path:
+def stage_partition(store: ObjectStore, ref: PartitionRef, root: Path, manifest: Manifest | None = None) -> Path:
     """Download a published partition to ``root/<layer>/<table>/dt=<date>/``.
 
     The files keep the names they were published with (the version folder is dropped), so the
     directory reads like the partition itself. Files already present with the right size are kept.
+    Pass the partition's ``manifest`` when it is already read; otherwise it is fetched.
 
     Returns:
         The local directory of the partition.
@@ -31,7 +32,7 @@ def stage_partition(store: ObjectStore, ref: PartitionRef, root: Path) -> Path:
     Raises:
         PartitionNotFound: the partition has no manifest.
     """
-    manifest = require_manifest(store, ref)
+    manifest = manifest or require_manifest(store, ref)
     target = root / ref.prefix
     target.mkdir(parents=True, exist_ok=True)
     for entry in manifest.files:

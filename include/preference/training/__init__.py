@@ -1,0 +1,1 @@
+"""Training: tf.data input pipelines, distributed training, checkpoints."""

@@ -1,0 +1,1 @@
+"""Helpers shared by tests: build real inputs (never fakes of the code under test)."""

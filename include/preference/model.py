@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,19 +57,19 @@ def feature_statistics(columns: Mapping[str, np.ndarray]) -> dict[str, tuple[flo
     return stats
 
 
-@lru_cache(maxsize=1)
 def _layers() -> Any:
-    """The project's custom layer, defined and registered once (Keras imported on first use)."""
-    import keras
-
-    @keras.saving.register_keras_serializable(package="preference")
-    class SignedLog1p(keras.layers.Layer):
-        """sign(x) * log1p(|x|): tames counts and amounts with heavy right tails."""
-
-        def call(self, inputs: Any) -> Any:
-            return keras.ops.sign(inputs) * keras.ops.log1p(keras.ops.abs(inputs))
+    """The project's custom layer (Keras imported on first use)."""
+    from include.preference.layers import SignedLog1p
 
     return SignedLog1p
+
+
+def load_model(path: str | Path) -> "keras.Model":
+    """Load a saved model (``.keras`` file), with the project's custom layer registered."""
+    import keras
+
+    _layers()
+    return keras.saving.load_model(path)
 
 
 def _encoder(

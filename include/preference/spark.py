@@ -29,6 +29,9 @@ def spark_session(app_name: str, master: str | None = None) -> "SparkSession":
         .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
         .config("spark.sql.shuffle.partitions", os.environ.get("PREFERENCE_SPARK_SHUFFLE_PARTITIONS", "8"))
         .config("spark.driver.memory", os.environ.get("PREFERENCE_SPARK_DRIVER_MEMORY", "4g"))
+        # A fresh Python worker per task: training tasks set up TensorFlow's cluster, which a
+        # process can do only once (see include.preference.training.launcher).
+        .config("spark.python.worker.reuse", "false")
     )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")

@@ -241,10 +241,13 @@ def model_inputs(columns: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def mlflow_signature() -> Any:
-    """The MLflow model signature: one column per feature in, the propensity out."""
+    """The MLflow model signature: one 1-D tensor per feature in, the propensity out (Keras flavour)."""
+    import numpy as np
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import Schema, TensorSpec
 
-    inputs = Schema([ColSpec("float" if f.kind == "numeric" else "string", f.name) for f in FEATURES])
-    outputs = Schema([ColSpec("float", "propensity")])
+    inputs = Schema(
+        [TensorSpec(np.dtype("float32" if f.kind == "numeric" else "object"), (-1,), f.name) for f in FEATURES]
+    )
+    outputs = Schema([TensorSpec(np.dtype("float32"), (-1, 1), "propensity")])
     return ModelSignature(inputs=inputs, outputs=outputs)

@@ -44,8 +44,8 @@ def test_unknown_entity_is_refused():
 
 def test_mlflow_signature_lists_every_feature_with_its_type():
     signature = spec.mlflow_signature()
-    columns = {c.name: c.type.name for c in signature.inputs.inputs}
+    columns = {c.name: str(c.type) for c in signature.inputs.inputs}
     assert list(columns) == [f.name for f in spec.FEATURES]
-    assert {columns[f.name] for f in spec.FEATURES if f.kind == "numeric"} == {"float"}
-    assert {columns[f.name] for f in spec.FEATURES if f.kind == "categorical"} == {"string"}
+    assert {columns[f.name] for f in spec.FEATURES if f.kind == "numeric"} == {"float32"}
+    assert {columns[f.name] for f in spec.FEATURES if f.kind == "categorical"} == {"object"}
     assert signature.outputs.input_names() == ["propensity"]

@@ -1,0 +1,1 @@
+"""Evaluation on a temporal holdout: classification and per-customer ranking metrics, baselines."""

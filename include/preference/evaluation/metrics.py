@@ -1,0 +1,100 @@
+"""Metrics on a temporal holdout.
+
+* classification, over scored (customer, product) examples: ROC AUC, PR AUC (average precision),
+  log loss;
+* ranking, per evaluated customer, over a top-K list against the set of products the customer
+  bought in the horizon: recall@K (share of the bought products found), precision@K (share of the
+  K slots that were bought), NDCG@K (binary gains, discounted by log2 of the rank), hit@K (at least
+  one found). Averaged over the evaluated customers; a customer with no list scores 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+CUSTOMER, PRODUCT, RANK = "customer_id", "product_id", "rank"
+RANKING_METRICS = ("recall_at_k", "precision_at_k", "ndcg_at_k", "hit_rate_at_k")
+
+
+def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """ROC AUC, PR AUC and log loss of probability ``scores`` for 0/1 ``labels``."""
+    from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
+    if labels.size == 0 or labels.min() == labels.max():
+        raise ValueError(f"classification metrics need both classes; got {labels.size} labels of one class")
+    return {
+        "auc": float(roc_auc_score(labels, scores)),
+        "pr_auc": float(average_precision_score(labels, scores)),
+        "log_loss": float(log_loss(labels, scores, labels=[0.0, 1.0])),
+        "examples": float(labels.size),
+        "positive_rate": float(labels.mean()),
+    }
+
+
+def top_k(scored: pd.DataFrame, k: int, score: str = "score") -> pd.DataFrame:
+    """The ``k`` best products per customer from (customer_id, product_id, score), ranked 1..k.
+
+    Ties are broken by product id, so the same scores always give the same lists.
+    """
+    ordered = scored.sort_values([CUSTOMER, score, PRODUCT], ascending=[True, False, True], kind="mergesort")
+    ordered = ordered.drop_duplicates([CUSTOMER, PRODUCT])
+    ordered[RANK] = ordered.groupby(CUSTOMER, sort=False).cumcount() + 1
+    return ordered[ordered[RANK] <= k][[CUSTOMER, PRODUCT, RANK]].reset_index(drop=True)
+
+
+def per_customer_ranking(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Each evaluated customer's recall, precision, NDCG and hit at ``k`` (index: customer_id).
+
+    Args:
+        recommendations: (customer_id, product_id, rank) with ranks starting at 1.
+        truth: (customer_id, product_id), the products each evaluated customer bought in the horizon.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    truth = truth[[CUSTOMER, PRODUCT]].drop_duplicates()
+    relevant = truth.groupby(CUSTOMER).size().rename("relevant")
+    top = recommendations[recommendations[RANK] <= k][[CUSTOMER, PRODUCT, RANK]]
+    hits = top.merge(truth, on=[CUSTOMER, PRODUCT], how="inner")
+    hits = hits.assign(gain=1.0 / np.log2(hits[RANK].to_numpy(dtype=np.float64) + 1.0))
+    found = hits.groupby(CUSTOMER).agg(hits=(PRODUCT, "size"), dcg=("gain", "sum"))
+    table = relevant.to_frame().join(found, how="left").fillna({"hits": 0, "dcg": 0.0})
+    discounts = np.cumsum(1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64)))
+    ideal = discounts[np.minimum(table["relevant"].to_numpy(), k) - 1]
+    return pd.DataFrame(
+        {
+            "recall_at_k": table["hits"] / table["relevant"],
+            "precision_at_k": table["hits"] / k,
+            "ndcg_at_k": table["dcg"] / ideal,
+            "hit_rate_at_k": (table["hits"] > 0).astype(float),
+        },
+        index=table.index,
+    )
+
+
+def ranking_metrics(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int) -> dict[str, float]:
+    """Mean recall, precision, NDCG and hit rate at ``k`` over the customers in ``truth``."""
+    table = per_customer_ranking(recommendations, truth, k)
+    return {name: float(table[name].mean()) if len(table) else 0.0 for name in RANKING_METRICS}
+
+
+def sliced_ranking_metrics(
+    recommendations: pd.DataFrame, truth: pd.DataFrame, k: int, slices: Mapping[str, pd.Series]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Ranking metrics per slice value, for each slicing (a Series from customer_id to a label).
+
+    A customer missing from a slicing is counted under ``unknown``.
+    """
+    table = per_customer_ranking(recommendations, truth, k)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, labels in slices.items():
+        groups = labels.reindex(table.index).fillna("unknown").astype(str)
+        out[name] = {
+            str(value): {"customers": float(len(part)), **{m: float(part[m].mean()) for m in RANKING_METRICS}}
+            for value, part in table.groupby(groups)
+        }
+    return out

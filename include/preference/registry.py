@@ -1,0 +1,223 @@
+"""MLflow: one run per training, the registered model, and the gate that moves ``champion``.
+
+Every trained model is registered as a new version of ``PREFERENCE_MODEL_NAME`` and gets the alias
+``challenger``. The gate moves ``champion`` to it only when, on the same holdout, its recall@K beats
+both the current champion's and the best baseline's. A backfill (a run for a past date) or a failed
+gate never moves ``champion``.
+
+Two trainings finishing at once must not both read "champion is v1" and then overwrite each other.
+The decision and the alias swap happen under a lock (a file lock on one machine; deployments with
+several workers also route registration through the single-slot Airflow pool ``registry``). Under
+the lock the champion is read again; if it changed since the challenger was compared, the new
+champion is scored on the challenger's holdout before deciding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+DEFAULT_MODEL_NAME = "customer-preference"
+DEFAULT_EXPERIMENT = "customer-preference"
+GATE_METRIC = "recall_at_k"
+
+
+def model_name(env: Mapping[str, str] | None = None) -> str:
+    return (env if env is not None else os.environ).get("PREFERENCE_MODEL_NAME") or DEFAULT_MODEL_NAME
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    promote: bool
+    reason: str
+    challenger: float
+    champion: float | None
+    champion_version: str | None
+    best_baseline: str | None
+    baseline: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(
+    challenger: float,
+    champion: float | None,
+    baselines: Mapping[str, float],
+    *,
+    backfill: bool,
+    champion_version: str | None = None,
+) -> GateDecision:
+    """The gate's rule (pure): strictly better than the champion and than every baseline."""
+    best = max(baselines, key=lambda name: baselines[name]) if baselines else None
+    baseline = baselines[best] if best else None
+
+    def verdict(promote: bool, reason: str) -> GateDecision:
+        return GateDecision(promote, reason, challenger, champion, champion_version, best, baseline)
+
+    if backfill:
+        return verdict(False, "backfill runs never move the champion")
+    if baseline is not None and not challenger > baseline:
+        return verdict(False, f"{GATE_METRIC} {challenger:.4f} does not beat the best baseline {best} ({baseline:.4f})")
+    if champion is not None and not challenger > champion:
+        return verdict(
+            False, f"{GATE_METRIC} {challenger:.4f} does not beat champion v{champion_version} ({champion:.4f})"
+        )
+    if champion is None:
+        return verdict(True, "no champion yet and the challenger beats the baselines")
+    return verdict(True, f"{GATE_METRIC} {challenger:.4f} beats champion v{champion_version} ({champion:.4f})")
+
+
+@contextlib.contextmanager
+def registry_lock(name: str, directory: Path) -> Iterator[None]:
+    """An exclusive lock per registered model (blocks until free)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / f"registry-{name}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def current_champion(client: Any, name: str) -> Any | None:
+    """The model version behind ``champion``, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as error:
+        if "RESOURCE_DOES_NOT_EXIST" in str(error.error_code) or "not found" in str(error).lower():
+            return None
+        raise
+
+
+def gate(
+    client: Any,
+    name: str,
+    version: str,
+    challenger: float,
+    baselines: Mapping[str, float],
+    score_champion: Callable[[Any], float],
+    *,
+    backfill: bool,
+    lock_dir: Path,
+) -> GateDecision:
+    """Decide under the lock and move ``champion`` if the challenger wins; tag the version either way.
+
+    ``score_champion(model_version)`` returns the champion's recall@K on the challenger's holdout.
+    """
+    with registry_lock(name, lock_dir):
+        champion = current_champion(client, name)
+        champion_version = str(champion.version) if champion is not None else None
+        champion_score = score_champion(champion) if champion is not None and not backfill else None
+        decision = decide(challenger, champion_score, baselines, backfill=backfill, champion_version=champion_version)
+        if decision.promote:
+            client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_model_version_tag(name, version, "gate", "promoted" if decision.promote else "rejected")
+        client.set_model_version_tag(name, version, "gate_decision", json.dumps(decision.to_dict()))
+    log.info("gate for %s v%s: %s (%s)", name, version, "promoted" if decision.promote else "kept", decision.reason)
+    return decision
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    version: str
+    model_uri: str
+
+
+def log_training(
+    model: Any,
+    *,
+    name: str,
+    experiment: str,
+    run_key: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    history: list[Mapping[str, float]],
+    manifests: Mapping[str, Any],
+    plots: list[Path],
+    input_example: Any,
+    tags: Mapping[str, str],
+) -> LoggedModel:
+    """One MLflow run: params, metrics (epochs as steps), plots, data manifests, the model registered.
+
+    ``run_key`` identifies the training (DAG run and date): a retry finds the run an earlier attempt
+    finished instead of registering the model twice; runs an attempt left unfinished are deleted.
+    The new version gets the alias ``challenger``.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from include.preference.features import spec
+
+    client = MlflowClient()
+    experiment_id = _experiment_id(client, experiment)
+    existing = client.search_runs([experiment_id], filter_string=f"tags.run_key = '{_quoted(run_key)}'")
+    for run in existing:
+        if run.info.status == "FINISHED" and run.data.tags.get("registered_version"):
+            version = run.data.tags["registered_version"]
+            log.info("run %s already registered %s v%s; reusing it", run.info.run_id, name, version)
+            return LoggedModel(run.info.run_id, version, f"models:/{name}/{version}")
+        _delete_ghost(client, name, run.info.run_id)
+
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_key, tags={**tags, "run_key": run_key}) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for entry in history:
+            mlflow.log_metrics(
+                {f"train_{k}": float(v) for k, v in entry.items() if k != "epoch"}, step=int(entry["epoch"])
+            )
+        mlflow.log_dict(dict(manifests), "data/manifests.json")
+        for path in plots:
+            mlflow.log_artifact(str(path), "plots")
+        # mlflow.keras.log_model writes the input example before creating its folder (MLflow
+        # 3.17), so the model is saved into a folder made here, logged, then registered.
+        with tempfile.TemporaryDirectory() as scratch:
+            folder = Path(scratch) / "model"
+            folder.mkdir()
+            mlflow.keras.save_model(model, str(folder), signature=spec.mlflow_signature(), input_example=input_example)
+            mlflow.log_artifacts(str(folder), "model")
+        registered = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
+        version = str(registered.version)
+        mlflow.set_tag("registered_version", version)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    return LoggedModel(run.info.run_id, version, f"models:/{name}/{version}")
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _experiment_id(client: Any, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return str(found.experiment_id)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.create_experiment(experiment))
+    except MlflowException:  # created meanwhile by a concurrent run
+        return str(client.get_experiment_by_name(experiment).experiment_id)
+
+
+def _delete_ghost(client: Any, name: str, run_id: str) -> None:
+    """Remove what an interrupted attempt left: its model versions, then the run."""
+    for version in client.search_model_versions(f"run_id = '{run_id}'"):
+        if version.name == name:
+            client.delete_model_version(name, version.version)
+    client.delete_run(run_id)
+    log.info("deleted run %s left unfinished by an earlier attempt", run_id)

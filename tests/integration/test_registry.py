@@ -1,0 +1,135 @@
+"""Registration and the champion gate against a real MLflow server (artifacts in S3)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from include.preference.features import spec
+from include.preference.model import build_model, feature_statistics
+from include.preference.registry import CHALLENGER, CHAMPION, current_champion, gate, log_training
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BASELINES = {"popularity": 0.05, "buy_again": 0.20, "als": 0.10}
+
+
+def columns(count: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(3)
+    return {
+        f.name: rng.poisson(2.0, count).astype("float32")
+        if f.kind == "numeric"
+        else np.array([f"v{i}" for i in rng.integers(0, 4, count)], dtype=object)
+        for f in spec.FEATURES
+    }
+
+
+@pytest.fixture
+def registry(mlflow_service, monkeypatch, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    for name, value in mlflow_service.client_env().items():
+        monkeypatch.setenv(name, value)
+    name = f"preference-test-{tmp_path.name[-12:]}".replace("_", "-")
+    data = columns(32)
+    model = build_model(feature_statistics(data))
+    example = {k: v[:2].tolist() for k, v in data.items()}
+    holdout_recall: dict[str, float] = {}
+
+    def register(key: str, recall: float, plots: list[Path] | None = None):
+        logged = log_training(
+            model,
+            name=name,
+            experiment=name,
+            run_key=key,
+            params={"epochs": 1},
+            metrics={"recall_at_k": recall},
+            history=[{"epoch": 1.0, "loss": 0.5}],
+            manifests={"training": {"rows": 32}},
+            plots=plots or [],
+            input_example=example,
+            tags={"logical_date": "2025-03-01"},
+        )
+        holdout_recall[logged.version] = recall
+        return logged
+
+    def run_gate(version: str, backfill: bool = False):
+        # The champion "scored on the challenger's holdout": its recorded recall in this test.
+        return gate(
+            MlflowClient(),
+            name,
+            version,
+            holdout_recall[version],
+            BASELINES,
+            lambda champion: holdout_recall[str(champion.version)],
+            backfill=backfill,
+            lock_dir=tmp_path / "locks",
+        )
+
+    return MlflowClient(), name, register, run_gate
+
+
+def test_a_worse_model_is_registered_but_not_promoted_and_a_backfill_never_promotes(registry, tmp_path):
+    client, name, register, run_gate = registry
+    plot = tmp_path / "roc.png"
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n")
+    first = register("run-1", 0.30, [plot])
+    assert run_gate(first.version).promote
+    assert current_champion(client, name).version == first.version
+
+    worse = register("run-2", 0.25)
+    decision = run_gate(worse.version)
+    assert not decision.promote and decision.champion_version == first.version
+    assert client.get_model_version_by_alias(name, CHALLENGER).version == worse.version
+    assert client.get_model_version_by_alias(name, CHAMPION).version == first.version
+    assert client.get_model_version(name, worse.version).tags["gate"] == "rejected"
+
+    backfill = register("run-3", 0.90)
+    assert not run_gate(backfill.version, backfill=True).promote
+    assert client.get_model_version_by_alias(name, CHAMPION).version == first.version
+    artifacts = {a.path for a in client.list_artifacts(first.run_id, "plots")}
+    assert artifacts == {"plots/roc.png"}
+    # The champion loads back from the registry (artifacts in S3) and scores raw feature columns.
+    import mlflow.keras
+
+    import include.preference.layers  # noqa: F401 - registers the custom layer
+
+    loaded = mlflow.keras.load_model(f"models:/{name}@{CHAMPION}")
+    scores = loaded.predict(columns(4), verbose=0)
+    assert scores.shape == (4, 1) and ((scores > 0) & (scores < 1)).all()
+
+
+def test_a_retried_registration_reuses_its_run_and_version(registry):
+    client, name, register, _ = registry
+    first = register("same-key", 0.3)
+    again = register("same-key", 0.3)
+    assert (again.run_id, again.version) == (first.run_id, first.version)
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+
+
+def test_two_challengers_finishing_at_once_leave_the_better_one_as_champion(registry):
+    client, name, register, run_gate = registry
+    base = register("base", 0.21)
+    assert run_gate(base.version).promote
+    contenders = [register("a", 0.40), register("b", 0.35)]
+    start = threading.Barrier(len(contenders))
+    decisions = {}
+
+    def finish(version: str) -> None:
+        start.wait()
+        decisions[version] = run_gate(version)
+
+    threads = [threading.Thread(target=finish, args=(c.version,)) for c in contenders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert client.get_model_version_by_alias(name, CHAMPION).version == contenders[0].version
+    # Whichever went second compared itself with the champion the first one left.
+    assert sum(d.promote for d in decisions.values()) in (1, 2)
+    assert not decisions[contenders[1].version].promote or decisions[contenders[0].version].champion_version == (
+        contenders[1].version
+    )

@@ -19,6 +19,11 @@ Lands one day of raw marketplace data into the lake, `raw/<table>/dt=YYYY-MM-DD/
   (viewed-not-bought, popularity-weighted). GZIP TFRecord shards, Parquet and `schema.json` in
   `training/dt=<anchor>/`. Skipped while the anchor has no features or a horizon day is missing.
 
+* **train_model** (queue and pool `gpu`): trains on the latest published training anchors whose
+  labels end before the holdout (anchor `D - horizon`), evaluates model, champion and baselines on
+  it, logs an MLflow run, registers a version (`challenger`) and moves `champion` only when it wins
+  on recall@K. Backfill runs never move `champion`. Checkpoints in `checkpoints/train/dt=D/`.
+
 * **Partition**: the run's logical date (`data_interval_start`, UTC). The run for day D starts
   after D has ended. Rerunning a date replaces exactly that date's partitions with identical content.
 * **Trigger**: a manual run processes the last complete day before its logical date (Airflow's
@@ -112,7 +117,20 @@ def marketplace_ingest_daily():
             raise AirflowSkipException(result["skipped"])
         return result
 
-    build_training_data(build_features(validate_raw_data(land_raw_data())))
+    @task(queue="gpu", pool="gpu")
+    def train_model(training: dict, data_interval_start=None, run_id=None, dag_run=None) -> dict:
+        """Train (GPU queue and pool), evaluate on the holdout, register in MLflow, gate `champion`."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.preference import tasks
+
+        backfill = str(getattr(dag_run, "run_type", "")).lower().endswith("backfill")
+        result = tasks.train_model(tasks.logical_day(data_interval_start), run_id=run_id, backfill=backfill)
+        if "skipped" in result:
+            raise AirflowSkipException(result["skipped"])
+        return result
+
+    train_model(build_training_data(build_features(validate_raw_data(land_raw_data()))))
 
 
 marketplace_ingest_daily()

@@ -112,13 +112,18 @@ def lake_env(s3_service, store, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Airflow's metadata database (SQLite) for dag.test(), migrated once per session."""
-    subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        check=True,
-        capture_output=True,
-        env=os.environ.copy(),
-        timeout=600,
-    )
+    from include.preference.dag_policy import POOLS
+
+    airflow = str(Path(sys.executable).parent / "airflow")
+    subprocess.run([airflow, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy(), timeout=600)
+    for pool, (slots, description) in POOLS.items():
+        subprocess.run(
+            [airflow, "pools", "set", pool, str(slots), description],
+            check=True,
+            capture_output=True,
+            env=os.environ.copy(),
+            timeout=300,
+        )
     return _AIRFLOW_HOME
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 
 def _services(args: argparse.Namespace) -> int:
@@ -58,6 +59,24 @@ def _land(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from include.preference.evaluation.protocol import Protocol, evaluate, write_report
+
+    if not args.input.is_file():
+        raise SystemExit(f"--input {args.input}: no such file")
+    if args.horizon_days < 1 or args.k < 1:
+        raise SystemExit("--horizon-days and --k must be at least 1")
+    protocol = Protocol(args.source, str(args.input), args.cutoff, args.horizon_days, args.k)
+    with tempfile.TemporaryDirectory(prefix="preference-evaluate-") as scratch:
+        report = evaluate(protocol, args.work_dir or Path(scratch))
+    write_report(report, args.output)
+    summary = {"n_eval_customers": report["n_eval_customers"], "model": report["model"], **report["baselines"]}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m include.preference", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,6 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     land.add_argument("--source", default="synthetic")
     land.add_argument("--run-id", default="manual__cli")
     land.set_defaults(func=_land)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="temporal-holdout evaluation of the model and the baselines on a file (JSON report)"
+    )
+    evaluate.add_argument("--source", required=True, choices=["online_retail", "rees46"])
+    evaluate.add_argument("--input", required=True, type=Path, help="the CSV file (.csv or .csv.gz)")
+    evaluate.add_argument("--cutoff", required=True, type=dt.date.fromisoformat, help="last day of history")
+    evaluate.add_argument("--horizon-days", required=True, type=int, help="length of the window after the cutoff")
+    evaluate.add_argument("--k", type=int, default=10, help="list length for the ranking metrics")
+    evaluate.add_argument("--output", required=True, type=Path, help="where to write the JSON report")
+    evaluate.add_argument("--work-dir", type=Path, default=None, help="scratch (default: a temporary folder)")
+    evaluate.set_defaults(func=_evaluate)
 
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -78,6 +78,16 @@ class AirflowClient:
                     raise AirflowApiError(f"DAG {dag_id} not available: {error}; import errors: {errors}") from error
             time.sleep(2.0)
 
+    def ensure_pool(self, name: str, slots: int, description: str) -> None:
+        """Create a pool, or set its slots and description if it exists."""
+        body = {"name": name, "slots": slots, "description": description, "include_deferred": False}
+        try:
+            self._request("POST", "/api/v2/pools", body)
+        except AirflowApiError as error:
+            if "HTTP 409" not in str(error):
+                raise
+            self._request("PATCH", f"/api/v2/pools/{urllib.parse.quote(name, safe='')}", body)
+
     def set_paused(self, dag_id: str, paused: bool) -> None:
         self._request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
 

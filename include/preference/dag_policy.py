@@ -27,3 +27,8 @@ FAIL_FAST_ERRORS: tuple[str, ...] = (
     "include.preference.errors.SourceFormatError",
 )
 FAIL_FAST_REASON = "configuration, credentials or the data itself are wrong; retrying cannot help"
+
+
+# Airflow pools the DAGs use: name -> (slots, description). Training holds a GPU for its duration;
+# one slot per GPU worker (one here).
+POOLS = {"gpu": (1, "GPU training slots: one per GPU worker (tasks on queue 'gpu')")}

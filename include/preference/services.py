@@ -382,12 +382,23 @@ class ServiceManager:
                 )
             if spec.healthy():
                 log.info("%s healthy at %s (pid %d)", name, spec.url, process.pid)
+                if name == "airflow":
+                    self._configure_airflow()
                 return
             time.sleep(1.0)
         self.stop(name)
         raise ServiceError(
             f"{name} was not healthy within {spec.start_timeout:.0f}s at {spec.url}; see {self.log_file(name)}"
         )
+
+    def _configure_airflow(self) -> None:
+        """Create the pools the DAGs use (see ``dag_policy.POOLS``)."""
+        from include.preference.airflow_client import AirflowClient
+        from include.preference.dag_policy import POOLS
+
+        client = AirflowClient(self.runtime.airflow_url, ADMIN_USER, self.runtime.admin_password)
+        for pool, (slots, description) in POOLS.items():
+            client.ensure_pool(pool, slots, description)
 
     def _prepare_airflow(self) -> None:
         """Fix the admin password before Airflow generates a random one."""

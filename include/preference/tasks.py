@@ -242,3 +242,18 @@ def build_training_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
 
     settings = load_settings()
     return run_training_build(open_store(settings), settings, date, run_id=run_id)
+
+
+def train_model(date: dt.date, *, run_id: str, backfill: bool) -> dict[str, Any]:
+    """Train on the published training partitions, evaluate on the holdout, register and gate.
+
+    A backfill run registers its model but never moves ``champion``. Returns ``skipped`` with the
+    reason when the holdout anchor or any training anchor is not published yet.
+    """
+    import mlflow
+
+    from include.preference.training.jobs import run_training_job
+
+    settings = load_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return run_training_job(open_store(settings), settings, date, run_id=run_id, backfill=backfill)

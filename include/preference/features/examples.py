@@ -7,9 +7,9 @@ For anchor A and horizon H:
 * population: the customers with a positive plus those active in the 90 days up to A, so the model
   also sees customers who buy nothing;
 * negatives per customer: ``negatives_per_positive`` x max(positives, 1), half (at most) from
-  products the customer viewed but did not buy, the rest drawn by popularity (30-day purchases + 1)
-  from the catalogue of A, never a positive. Draws are seeded by (seed, anchor, customer), so a
-  rerun gives the same examples.
+  products the customer viewed, carted or bought before but did not buy in the horizon, the rest
+  drawn by popularity (30-day purchases + 1) from the catalogue of A, never a positive. Draws are
+  seeded by (seed, anchor, customer), so a rerun gives the same examples.
 
 Output: Parquet and GZIP TFRecord files with the same rows in the same order (file ``i`` of each
 holds the same examples), plus ``schema.json`` from the feature spec.
@@ -157,9 +157,11 @@ def build_training_examples(
         .cache()
     )
 
-    # Viewed but not bought in the horizon: at most half of a customer's negatives.
+    # Seen (viewed, carted or bought before) but not bought in the horizon: at most half of a
+    # customer's negatives. Purchase-only sources (invoices) have no views: there the hard
+    # negatives are earlier purchases that were not repeated.
     viewed = (
-        pairs.where(F.col("views_all") > 0)
+        pairs.where((F.col("views_all") > 0) | (F.col("carts_all") > 0) | (F.col("purchases_all") > 0))
         .select("customer_id", "product_id")
         .join(positives, ["customer_id", "product_id"], "left_anti")
         .join(products.select("product_id"), "product_id")

@@ -1,0 +1,374 @@
+"""The temporal-holdout protocol on an invoice or clickstream file, through the pipeline's own code.
+
+``python -m include.preference evaluate --source online_retail --input FILE --cutoff D
+--horizon-days H --k K --output report.json``:
+
+1. import and validate every day of the file up to ``D + H`` with the importer and the Great
+   Expectations suites the DAG uses (a blocking rule stops the run, naming it); validated tables are
+   written in the lake layout under a work directory;
+2. build point-in-time features (Spark, full mode) as of the training anchors ``D - H``,
+   ``D - H - step``, ... (their label windows end by ``D``) and as of ``D``;
+3. build the training examples of those anchors and train the model (the DAG's trainer);
+4. for every evaluated customer, score candidates as of ``D``: the customer's own past products and
+   the most popular products; rank by the model's propensity;
+5. compare with the baselines (popularity, buy-again, ALS) on the same customers and truth.
+
+Evaluated customers: a purchase before (or on) the cutoff and one in the window ``(D, D + H]``.
+Truth: the set of products each bought in the window. Purchases are validated order lines that are
+not cancellations, with positive quantity and price (non-product codes are quarantined by
+validation).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from include.preference.evaluation import baselines
+from include.preference.evaluation.metrics import (
+    CUSTOMER,
+    PRODUCT,
+    classification_metrics,
+    ranking_metrics,
+    sliced_ranking_metrics,
+    top_k,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("online_retail", "rees46")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    source: str
+    input: str
+    cutoff: dt.date
+    horizon_days: int
+    k: int
+    training_anchors: int = 3
+    anchor_step_days: int = 30
+    popular_candidates: int = 200
+    negatives_per_positive: int = 4
+    epochs: int = 8
+    seed: int = 17
+
+    def anchors(self) -> list[dt.date]:
+        last = self.cutoff - dt.timedelta(days=self.horizon_days)
+        return [last - dt.timedelta(days=self.anchor_step_days * i) for i in range(self.training_anchors)]
+
+    def describe(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["cutoff"] = self.cutoff.isoformat()
+        out["window"] = [
+            (self.cutoff + dt.timedelta(days=1)).isoformat(),
+            (self.cutoff + dt.timedelta(days=self.horizon_days)).isoformat(),
+        ]
+        out["training_anchors_dates"] = [a.isoformat() for a in self.anchors()]
+        return out
+
+
+def _land(source: str, path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
+    if source == "online_retail":
+        from include.preference.sources import online_retail
+
+        return online_retail.land_tables(path, day)
+    if source == "rees46":
+        from include.preference.sources import rees46
+
+        return rees46.land_tables(path, day)
+    raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+
+
+def file_days(source: str, path: Path) -> list[dt.date]:
+    """The days the file covers, as its importer assigns them."""
+    from include.preference.sources.files import DAY, read_text_csv
+
+    if source == "online_retail":
+        from include.preference.sources.online_retail import read_invoices
+
+        frame = read_invoices(path)
+    elif source == "rees46":
+        from include.preference.sources.rees46 import COLUMNS
+
+        frame = read_text_csv(path, COLUMNS, "event_time")
+    else:
+        raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
+    return sorted(set(frame[DAY]))
+
+
+def validate_one_day(source: str, path: Path, day: dt.date, root: Path) -> dict[str, dict[str, int]]:
+    """Import and validate one day into ``root/validated/<table>/dt=<day>``; counts per table."""
+    import tempfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from include.preference.errors import ValidationBlocked
+    from include.preference.schema import TABLES
+    from include.preference.validation import validate_day
+
+    raw, facts = _land(source, path, day)
+    with tempfile.TemporaryDirectory() as docs:
+        result = validate_day(day, raw, Path(docs), closed_day=bool(facts.get("closed_day")))
+    if result.blocking:
+        failures = "; ".join(b.describe() for b in result.blocking)
+        raise ValidationBlocked(f"validation blocked {day} of {path}: {failures}")
+    counts = {}
+    for name, outcome in result.tables.items():
+        target = root / "validated" / name / f"dt={day.isoformat()}"
+        target.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(outcome.validated, schema=TABLES[name].arrow_schema(), preserve_index=False)
+        pq.write_table(table, target / "part-00000.parquet")
+        counts[name] = {
+            "rows_in": outcome.rows_in,
+            "validated": len(outcome.validated),
+            "quarantined": len(outcome.quarantine),
+        }
+    return counts
+
+
+def stage_validated(
+    source: str, path: Path, days: Sequence[dt.date], root: Path, processes: int | None = None
+) -> dict[str, dict[str, int]]:
+    """Import and validate every day (in parallel processes, one day each); totals per table.
+
+    Days are independent here (no trailing-volume rules: the file is history, not a live feed).
+    Workers are forked: call this before starting Spark or TensorFlow in the process (spawned
+    workers cannot re-import a ``python -m`` entry point cleanly: pyspark exits them).
+    """
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    processes = processes or max(1, min(len(days), os.cpu_count() or 1))
+    totals: dict[str, dict[str, int]] = {}
+    if processes == 1:
+        results = [validate_one_day(source, path, day, root) for day in days]
+    else:
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(
+                pool.map(validate_one_day, [source] * len(days), [path] * len(days), days, [root] * len(days))
+            )
+    for counts in results:
+        for name, values in counts.items():
+            total = totals.setdefault(name, dict.fromkeys(values, 0))
+            for key, value in values.items():
+                total[key] += value
+    return totals
+
+
+def purchases_of(root: Path, days: Sequence[dt.date]) -> pd.DataFrame:
+    """Validated purchase lines (no cancellations, positive quantity and price) with their day."""
+    import pyarrow.parquet as pq
+
+    frames = []
+    for day in days:
+        part = root / "validated" / "orders" / f"dt={day.isoformat()}"
+        if part.exists():
+            columns = ["customer_id", "product_id", "quantity", "unit_price", "is_cancellation"]
+            frame = pq.read_table(part, columns=columns)
+            frames.append(frame.to_pandas().assign(day=day))
+    if not frames:
+        return pd.DataFrame(columns=[CUSTOMER, PRODUCT, "day"])
+    orders = pd.concat(frames, ignore_index=True)
+    keep = (~orders["is_cancellation"].astype(bool)) & (orders["quantity"] > 0) & (orders["unit_price"] > 0)
+    keep &= orders[CUSTOMER].notna() & orders[PRODUCT].notna()
+    return orders[keep][[CUSTOMER, PRODUCT, "day"]].reset_index(drop=True)
+
+
+def score_candidates(
+    spark: "SparkSession", root: Path, as_of: dt.date, customers: Sequence[str], model_path: str, popular: int
+) -> pd.DataFrame:
+    """Propensity of each customer's candidates: own past products plus the ``popular`` top products."""
+    from pyspark.sql import functions as F
+
+    from include.preference.features import spec
+    from include.preference.features.build import FEATURE_LAYER, pair_features, read_partition
+    from include.preference.model import load_model
+
+    def need(table: str) -> Any:
+        frame = read_partition(spark, root, FEATURE_LAYER, table, as_of)
+        if frame is None:
+            raise FileNotFoundError(f"features/{table}/dt={as_of} missing under {root}")
+        return frame
+
+    customer_features = need("customers").join(
+        spark.createDataFrame(pd.DataFrame({CUSTOMER: list(customers)})), CUSTOMER
+    )
+    product_features = need("products")
+    pairs = need("state_pairs")
+    categories = need("state_customer_categories")
+    own = (
+        pairs.where(F.col("purchases_all") > 0)
+        .select(CUSTOMER, PRODUCT)
+        .join(customer_features.select(CUSTOMER), CUSTOMER)
+    )
+    top = (
+        product_features.orderBy(F.col(f"product_purchases_{spec.BUYER_WINDOW}d").desc(), PRODUCT)
+        .limit(popular)
+        .select(PRODUCT)
+    )
+    candidates = own.unionByName(customer_features.select(CUSTOMER).crossJoin(top)).distinct()
+    candidates = candidates.join(product_features.select(PRODUCT), PRODUCT)
+    pair_columns = pair_features(candidates, pairs, categories, customer_features, product_features, as_of)
+    rows = (
+        candidates.join(customer_features, CUSTOMER)
+        .join(product_features, PRODUCT)
+        .join(pair_columns, [CUSTOMER, PRODUCT])
+        .select(CUSTOMER, PRODUCT, *(f.name for f in spec.FEATURES))
+        .toPandas()
+    )
+    model = load_model(model_path)
+    inputs = spec.model_inputs({c: rows[c].to_numpy() for c in rows.columns})
+    scores = model.predict(inputs, batch_size=8192, verbose=0)[:, 0]
+    return rows[[CUSTOMER, PRODUCT]].assign(score=scores)
+
+
+def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = None) -> dict[str, Any]:
+    """Run the protocol; return the report (see the module's docstring)."""
+    from include.preference.features.build import build_features
+    from include.preference.features.examples import ExampleSettings, build_training_examples
+    from include.preference.model import feature_statistics
+    from include.preference.spark import spark_session
+    from include.preference.training.trainer import TrainSettings, train
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    path = Path(protocol.input)
+    root = work_dir / "lake"
+    end = protocol.cutoff + dt.timedelta(days=protocol.horizon_days)
+    present = file_days(protocol.source, path)
+    # Every calendar day, like the daily DAG: a day without lines is a closed day, not a gap.
+    days = [present[0] + dt.timedelta(days=i) for i in range((min(end, present[-1]) - present[0]).days + 1)]
+    if not days or days[0] > protocol.anchors()[-1]:
+        raise ValueError(f"{path} has no history before the first training anchor {protocol.anchors()[-1]}")
+    counts = stage_validated(protocol.source, path, days, root)
+    timings["import_and_validate"] = time.perf_counter() - started
+
+    spark = spark or spark_session("preference-evaluate")
+    mark = time.perf_counter()
+    anchors = [a for a in protocol.anchors() if a >= days[0]]
+    for day in (*anchors, protocol.cutoff):
+        build_features(spark, root, day, mode="full")
+    timings["features"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    settings = ExampleSettings(protocol.horizon_days, protocol.negatives_per_positive, protocol.seed)
+    files: list[str] = []
+    rows = 0
+    frames = []
+    for anchor in anchors:
+        out = work_dir / "training" / anchor.isoformat()
+        built = build_training_examples(spark, root, anchor, settings, out)
+        rows += int(built["examples"])
+        files += [str(out / name) for name in built["shards"]]
+        frames.append(pd.read_parquet(out / "parquet"))
+    timings["training_examples"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    training = pd.concat(frames, ignore_index=True)
+    stats = feature_statistics({c: training[c].to_numpy() for c in training.columns if c in _numeric()})
+    result = train(
+        files,
+        rows,
+        stats,
+        work_dir / "model",
+        settings=TrainSettings(epochs=protocol.epochs, global_batch_size=512, seed=protocol.seed),
+    )
+    timings["training"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    history = purchases_of(root, [d for d in days if d <= protocol.cutoff])
+    window = purchases_of(root, [d for d in days if protocol.cutoff < d <= end])
+    evaluated = sorted(set(history[CUSTOMER]) & set(window[CUSTOMER]))
+    truth = window[window[CUSTOMER].isin(evaluated)][[CUSTOMER, PRODUCT]].drop_duplicates()
+    scored = score_candidates(
+        spark, root, protocol.cutoff, evaluated, str(result.model_path), protocol.popular_candidates
+    )
+    timings["scoring"] = time.perf_counter() - mark
+
+    mark = time.perf_counter()
+    recommended = top_k(scored, protocol.k)
+    labels = scored.merge(truth.assign(_bought=1.0), on=[CUSTOMER, PRODUCT], how="left")["_bought"].fillna(0.0)
+    model_metrics: dict[str, float] = dict(ranking_metrics(recommended, truth, protocol.k))
+    model_metrics["auc"] = classification_metrics(labels.to_numpy(), scored["score"].to_numpy())["auc"]
+    baseline_lists = {
+        "popularity": baselines.popularity(history, evaluated, protocol.cutoff, protocol.k),
+        "buy_again": baselines.buy_again(history, evaluated, protocol.cutoff, protocol.k),
+        "als": baselines.als(spark, history, evaluated, protocol.cutoff, protocol.k),
+    }
+    baseline_metrics = {name: ranking_metrics(recs, truth, protocol.k) for name, recs in baseline_lists.items()}
+    timings["baselines"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+
+    slices = {"customer": _customer_slices(history, evaluated, protocol.cutoff)}
+    report = {
+        "protocol": protocol.describe(),
+        "n_eval_customers": len(evaluated),
+        "model": model_metrics,
+        "baselines": baseline_metrics,
+        "slices": {
+            name: sliced_ranking_metrics(recs, truth, protocol.k, slices["customer"])
+            for name, recs in {"model": recommended, **baseline_lists}.items()
+        },
+        "data": {
+            "days": len(days),
+            "first_day": days[0].isoformat(),
+            "last_day": days[-1].isoformat(),
+            "tables": counts,
+        },
+        "training": {
+            "anchors": [a.isoformat() for a in anchors],
+            "examples": rows,
+            "epochs": result.epochs,
+        },
+        "candidates": {"scored_pairs": len(scored), "per_customer": float(len(scored) / max(len(evaluated), 1))},
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+    }
+    return report
+
+
+def _numeric() -> set[str]:
+    from include.preference.features import spec
+
+    return {f.name for f in spec.FEATURES if f.kind == "numeric"}
+
+
+def _customer_slices(history: pd.DataFrame, customers: Sequence[str], cutoff: dt.date) -> dict[str, pd.Series]:
+    """Evaluated customers by value tier (tertiles of purchase lines) and new vs returning."""
+    own = history[history[CUSTOMER].isin(set(customers))]
+    lines = own.groupby(CUSTOMER).size()
+    tiers = pd.qcut(lines.rank(method="first"), 3, labels=["low", "mid", "high"]) if len(lines) >= 3 else None
+    first = pd.to_datetime(own.groupby(CUSTOMER)["day"].min()).dt.date
+    recent = cutoff - dt.timedelta(days=90)
+    tenure = first.map(lambda d: "new" if d > recent else "returning")
+    out = {"new_vs_returning": tenure.astype(str)}
+    if tiers is not None:
+        out["value_tier"] = tiers.astype(str)
+    return out
+
+
+def write_report(report: dict[str, Any], output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    raise TypeError(f"not JSON serialisable: {type(value)}")

@@ -1,0 +1,244 @@
+"""The daily training job: train on the published training partitions, evaluate, register, gate.
+
+For the run of day D with horizon H:
+
+* holdout: the examples of anchor ``D - H`` (published by the same run's ``build_training_data``:
+  features as of D - H, labels from D - H + 1 .. D);
+* training: the latest ``PREFERENCE_TRAINING_ANCHORS`` published anchors whose label window ends
+  by the holdout's anchor (anchor <= D - 2H), so no training label lies in the holdout's window;
+* training runs in this process (``PREFERENCE_TRAINING_WORKERS=1``: MirroredStrategy over the
+  visible GPUs, or the CPU) or as that many workers in a Spark barrier stage; checkpoints go to
+  ``checkpoints/train/dt=D/<inputs digest>/`` so a retried task with the same inputs resumes;
+* evaluation on the holdout: AUC, PR-AUC, log loss, and recall/precision/NDCG/hit at K over each
+  customer's holdout candidates (their positives and sampled negatives), for the model, the current
+  champion and the baselines that need no extra data (popularity, buy-again) on the same rows;
+* MLflow run, registered version aliased ``challenger``, and the gate (a backfill never promotes);
+* a report (``reports/training/dt=D/``: metrics JSON and plots) published with its manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from include.preference.config import Settings
+from include.preference.evaluation.metrics import CUSTOMER, PRODUCT, classification_metrics, ranking_metrics, top_k
+from include.preference.features import spec
+from include.preference.storage import (
+    ObjectStore,
+    PartFile,
+    PartitionRef,
+    list_partitions,
+    publish_files,
+    read_manifest,
+    scratch_directory,
+    stage_partition,
+    upstream_entry,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRAINING_ANCHORS = 14
+# The holdout's candidate lists are short (each purchase comes with ``negatives_per_positive``
+# sampled negatives), so the daily gate ranks at a small K; the file protocol uses K = 10.
+DEFAULT_K = 3
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    try:
+        value = int(raw) if raw else default
+    except ValueError as error:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from error
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _inputs_digest(upstream: list[dict[str, Any]], settings: Any) -> str:
+    """Names a training's inputs: a retry with the same inputs resumes, changed inputs start afresh."""
+    body = json.dumps(
+        {"upstream": upstream, "settings": settings.__dict__, "spec": spec.spec_fingerprint()}, sort_keys=True
+    )
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def holdout_scores(frame: pd.DataFrame, scores: np.ndarray, k: int) -> dict[str, float]:
+    """Classification metrics and recall@K (etc.) over each customer's holdout rows."""
+    scored = frame[[CUSTOMER, PRODUCT]].assign(score=np.asarray(scores, dtype=np.float64))
+    truth = frame[frame[spec.LABEL] == 1.0][[CUSTOMER, PRODUCT]]
+    metrics = ranking_metrics(top_k(scored, k), truth, k)
+    metrics.update(classification_metrics(frame[spec.LABEL].to_numpy(), scored["score"].to_numpy()))
+    return metrics
+
+
+def baseline_scores(frame: pd.DataFrame, k: int) -> dict[str, dict[str, float]]:
+    """Popularity (30-day purchases) and buy-again (own purchases, then popularity) on the holdout rows."""
+    popularity = frame[f"product_purchases_{spec.BUYER_WINDOW}d"].to_numpy(dtype=np.float64)
+    normalised = popularity / (popularity.max() + 1.0)
+    own = frame["pair_purchases"].to_numpy(dtype=np.float64)
+    truth = frame[frame[spec.LABEL] == 1.0][[CUSTOMER, PRODUCT]]
+    out = {}
+    for name, score in (("popularity", normalised), ("buy_again", own + normalised)):
+        scored = frame[[CUSTOMER, PRODUCT]].assign(score=score)
+        out[name] = ranking_metrics(top_k(scored, k), truth, k)
+    return out
+
+
+def predict(model: Any, frame: pd.DataFrame) -> np.ndarray:
+    inputs = spec.model_inputs({c: frame[c].to_numpy() for c in frame.columns})
+    return np.asarray(model.predict(inputs, batch_size=8192, verbose=0))[:, 0]
+
+
+def run_training_job(
+    store: ObjectStore, settings: Settings, day: dt.date, *, run_id: str, backfill: bool
+) -> dict[str, Any]:
+    """Train, evaluate, register and gate for the run of ``day``; ``{"skipped": reason}`` if not ready."""
+    from include.preference.evaluation.plots import evaluation_plots
+    from include.preference.model import feature_statistics, load_model
+    from include.preference.registry import (
+        DEFAULT_EXPERIMENT,
+        current_champion,
+        gate,
+        log_training,
+        model_name,
+    )
+    from include.preference.training.launcher import TrainJob, run_job, train_on_spark
+    from include.preference.training.trainer import TrainSettings
+
+    horizon = dt.timedelta(days=settings.horizon_days)
+    k = _int_env("PREFERENCE_RANKING_K", DEFAULT_K)
+    holdout_anchor = day - horizon
+    published = set(list_partitions(store, "training"))
+    if holdout_anchor not in published:
+        return {"date": day.isoformat(), "skipped": f"holdout anchor {holdout_anchor} has no training partition yet"}
+    anchors = sorted(a for a in published if a <= holdout_anchor - horizon)
+    anchors = anchors[-_int_env("PREFERENCE_TRAINING_ANCHORS", DEFAULT_TRAINING_ANCHORS) :]
+    if not anchors:
+        return {"date": day.isoformat(), "skipped": f"no training anchor on or before {holdout_anchor - horizon}"}
+
+    with scratch_directory(settings.scratch_dir, f"train-{day}") as scratch:
+        refs = [PartitionRef("training", "", a) for a in (*anchors, holdout_anchor)]
+        manifests = {ref: read_manifest(store, ref) for ref in refs}
+        upstream = [upstream_entry(store, ref, manifests[ref]) for ref in refs]
+        local = {ref.date: stage_partition(store, ref, scratch / "data", manifests[ref]) for ref in refs}
+        files = [str(p) for a in anchors for p in sorted((local[a] / "tfrecord").glob("*.tfrecord.gz"))]
+        training = pd.concat([pd.read_parquet(local[a] / "parquet") for a in anchors], ignore_index=True)
+        holdout = pd.read_parquet(local[holdout_anchor] / "parquet")
+        numeric = [f.name for f in spec.FEATURES if f.kind == "numeric"]
+        stats = feature_statistics({c: training[c].to_numpy() for c in numeric})
+        train_settings = TrainSettings(
+            epochs=_int_env("PREFERENCE_TRAINING_EPOCHS", 8),
+            global_batch_size=_int_env("PREFERENCE_TRAINING_BATCH_SIZE", 512),
+            seed=settings.sampling_seed,
+        )
+        job = TrainJob(
+            files=tuple(files),
+            rows=len(training),
+            stats=stats,
+            work_dir=str(scratch / "train"),
+            settings=train_settings,
+            s3=settings.s3,
+            checkpoint_prefix=f"checkpoints/train/dt={day.isoformat()}/{_inputs_digest(upstream, train_settings)}",
+        )
+        workers = _int_env("PREFERENCE_TRAINING_WORKERS", 1)
+        if workers > 1:
+            from include.preference.spark import spark_session
+
+            results = train_on_spark(spark_session("train_model"), job, workers)
+        else:
+            results = [run_job(job).to_dict()]
+        chief = results[0]
+        model = load_model(chief["model_path"])
+        scores = predict(model, holdout)
+        metrics = holdout_scores(holdout, scores, k)
+        baselines = baseline_scores(holdout, k)
+        plots = evaluation_plots(holdout[spec.LABEL].to_numpy(), scores, chief["epochs"], scratch / "plots")
+
+        def score_champion(version: Any) -> float:
+            import mlflow.keras
+
+            import include.preference.layers  # noqa: F401 - the custom layer, for loading
+
+            champion = mlflow.keras.load_model(f"models:/{version.name}/{version.version}")
+            return holdout_scores(holdout, predict(champion, holdout), k)["recall_at_k"]
+
+        name = model_name()
+        example = {c: holdout[c].head(2).tolist() for c in (f.name for f in spec.FEATURES)}
+        logged = log_training(
+            model,
+            name=name,
+            experiment=DEFAULT_EXPERIMENT,
+            run_key=f"{day.isoformat()}/{run_id}",
+            params={
+                "date": day.isoformat(),
+                "horizon_days": settings.horizon_days,
+                "anchors": ",".join(a.isoformat() for a in anchors),
+                "holdout_anchor": holdout_anchor.isoformat(),
+                "workers": workers,
+                "k": k,
+                **{f"train_{key}": value for key, value in train_settings.__dict__.items()},
+            },
+            metrics={
+                **{f"holdout_{key}": value for key, value in metrics.items()},
+                **{f"{b}_{key}": value for b, values in baselines.items() for key, value in values.items()},
+            },
+            history=chief["epochs"],
+            manifests={"upstream": upstream},
+            plots=plots,
+            input_example=example,
+            tags={
+                "logical_date": day.isoformat(),
+                "run_id": run_id,
+                "code_version": settings.code_version,
+                "backfill": str(backfill).lower(),
+            },
+        )
+        from mlflow.tracking import MlflowClient
+
+        decision = gate(
+            MlflowClient(),
+            name,
+            logged.version,
+            metrics["recall_at_k"],
+            {b: v["recall_at_k"] for b, v in baselines.items()},
+            score_champion,
+            backfill=backfill,
+            lock_dir=settings.local_dir / "locks",
+        )
+        champion = current_champion(MlflowClient(), name)
+        summary = {
+            "date": day.isoformat(),
+            "model": name,
+            "version": logged.version,
+            "mlflow_run_id": logged.run_id,
+            "champion_version": str(champion.version) if champion is not None else None,
+            "gate": decision.to_dict(),
+            "holdout": metrics,
+            "baselines": baselines,
+            "anchors": [a.isoformat() for a in anchors],
+            "holdout_anchor": holdout_anchor.isoformat(),
+            "examples": len(training),
+            "workers": [
+                {key: r[key] for key in ("task_index", "resumed_from_epoch", "weights_sha256")} for r in results
+            ],
+        }
+        parts = [PartFile(f"plots/{p.name}", p.read_bytes()) for p in plots]
+        parts.append(PartFile("summary.json", json.dumps(summary, indent=2, sort_keys=True).encode()))
+        publish_files(
+            store,
+            PartitionRef("reports", "training", day),
+            parts,
+            run_id=run_id,
+            code_version=settings.code_version,
+            upstream=upstream,
+            extra={"version": logged.version, "promoted": decision.promote},
+        )
+    return summary

@@ -1,0 +1,55 @@
+"""The DAG's training job against real S3 and MLflow: train from published partitions, evaluate on
+the holdout, register, gate; a backfill never promotes; a retried attempt reuses its work."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from include.preference.storage import PartitionRef, list_partitions, publish_directory, read_file
+from include.preference.tasks import train_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def published_training(training_sets, lake_env, mlflow_service, monkeypatch, tmp_path):
+    store = lake_env
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_service.mlflow_uri)  # the bucket stays lake_env's
+    monkeypatch.setenv("PREFERENCE_HORIZON_DAYS", "3")
+    monkeypatch.setenv("PREFERENCE_TRAINING_EPOCHS", "3")
+    monkeypatch.setenv("PREFERENCE_LOCAL_DIR", str(tmp_path / "local"))
+    monkeypatch.setenv("PREFERENCE_MODEL_NAME", f"job-test-{tmp_path.name[-10:]}".replace("_", "-"))
+    for anchor, built in training_sets["sets"].items():
+        publish_directory(store, PartitionRef("training", "", anchor), built["dir"], run_id="test", code_version="test")
+    return store, training_sets["holdout"] + dt.timedelta(days=3)
+
+
+def test_training_job_registers_gates_and_a_backfill_never_promotes(published_training):
+    from mlflow.tracking import MlflowClient
+
+    store, day = published_training
+    backfill = train_model(day, run_id="backfill__1", backfill=True)
+    assert "skipped" not in backfill, backfill
+    assert backfill["version"] == "1" and backfill["champion_version"] is None
+    assert not backfill["gate"]["promote"] and "backfill" in backfill["gate"]["reason"]
+    assert backfill["holdout"]["auc"] > 0.7
+    assert len(backfill["anchors"]) == 3 and backfill["holdout_anchor"] == (day - dt.timedelta(days=3)).isoformat()
+
+    # A retry of the same run reuses the finished training (checkpoint) and the registered version.
+    again = train_model(day, run_id="backfill__1", backfill=True)
+    assert again["version"] == "1" and again["workers"][0]["resumed_from_epoch"] == 3
+
+    scheduled = train_model(day, run_id="scheduled__1", backfill=False)
+    assert scheduled["version"] == "2"
+    best_baseline = max(v["recall_at_k"] for v in scheduled["baselines"].values())
+    assert scheduled["gate"]["promote"] == (scheduled["holdout"]["recall_at_k"] > best_baseline)
+    client = MlflowClient()
+    name = scheduled["model"]
+    assert client.get_model_version_by_alias(name, "challenger").version == "2"
+    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    report = json.loads(read_file(store, PartitionRef("reports", "training", day), "summary.json"))
+    assert report["version"] == "2" and report["mlflow_run_id"] == scheduled["mlflow_run_id"]
+    assert day in list_partitions(store, "reports", "training")

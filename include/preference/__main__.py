@@ -66,9 +66,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if not args.input.is_file():
         raise SystemExit(f"--input {args.input}: no such file")
-    if args.horizon_days < 1 or args.k < 1:
-        raise SystemExit("--horizon-days and --k must be at least 1")
-    protocol = Protocol(args.source, str(args.input), args.cutoff, args.horizon_days, args.k)
+    for option in ("horizon_days", "k", "training_anchors", "anchor_step_days", "epochs"):
+        if getattr(args, option) < 1:
+            raise SystemExit(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    protocol = Protocol(
+        args.source,
+        str(args.input),
+        args.cutoff,
+        args.horizon_days,
+        args.k,
+        training_anchors=args.training_anchors,
+        anchor_step_days=args.anchor_step_days,
+        epochs=args.epochs,
+    )
     with tempfile.TemporaryDirectory(prefix="preference-evaluate-") as scratch:
         report = evaluate(protocol, args.work_dir or Path(scratch))
     write_report(report, args.output)
@@ -110,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluate.add_argument("--k", type=int, default=10, help="list length for the ranking metrics")
     evaluate.add_argument("--output", required=True, type=Path, help="where to write the JSON report")
     evaluate.add_argument("--work-dir", type=Path, default=None, help="scratch (default: a temporary folder)")
+    evaluate.add_argument("--training-anchors", type=int, default=3, help="training anchors (default 3)")
+    evaluate.add_argument("--anchor-step-days", type=int, default=30, help="days between anchors (default 30)")
+    evaluate.add_argument("--epochs", type=int, default=8, help="training epochs (default 8)")
     evaluate.set_defaults(func=_evaluate)
 
     args = parser.parse_args(argv)

@@ -60,8 +60,11 @@ class Protocol:
     k: int
     training_anchors: int = 3
     anchor_step_days: int = 30
-    popular_candidates: int = 200
-    negatives_per_positive: int = 4
+    # Measured on the Online Retail sample: 20 negatives per purchase (half of them earlier purchases
+    # not repeated) rank better than 4 (recall@10 0.140 vs 0.115); 50 adds nothing. Candidates from
+    # the 500 most popular products cover 55% of the window's purchases (200: 43%).
+    popular_candidates: int = 500
+    negatives_per_positive: int = 20
     epochs: int = 8
     seed: int = 17
 
@@ -262,7 +265,7 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     mark = time.perf_counter()
     anchors = [a for a in protocol.anchors() if a >= days[0]]
     for day in (*anchors, protocol.cutoff):
-        build_features(spark, root, day, mode="full")
+        build_features(spark, root, day, mode="full", keep_dailies=False)
     timings["features"] = time.perf_counter() - mark
 
     mark = time.perf_counter()

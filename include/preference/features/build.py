@@ -183,13 +183,18 @@ def daily_for(spark: "SparkSession", root: Path, day: dt.date) -> dict[str, "Dat
     return daily_aggregates(events, orders, products)
 
 
-def build_features(spark: "SparkSession", root: Path, day: dt.date, *, mode: str = "auto") -> FeatureRun:
+def build_features(
+    spark: "SparkSession", root: Path, day: dt.date, *, mode: str = "auto", keep_dailies: bool = True
+) -> FeatureRun:
     """Build the features as of ``day`` from the staged directory ``root``.
 
     Args:
         mode: ``incremental`` (needs the state of the day before and the expiring dailies staged),
             ``full`` (recompute from every staged validated day up to ``day``), or ``auto``
             (incremental when the previous state is staged, else full).
+        keep_dailies: in full mode, also write the dailies of the past days still inside a window
+            (what later incremental days subtract). A one-off build as of a date (an evaluation)
+            does not need them.
 
     Returns:
         The mode used and the row counts written under ``root/features/``.
@@ -230,7 +235,7 @@ def build_features(spark: "SparkSession", root: Path, day: dt.date, *, mode: str
         states = {a.name: fold_full(a, dailies[a.name], day) for a in AGGREGATES}
         # Later incremental days subtract the dailies of days still inside a window: write them too.
         oldest = day - dt.timedelta(days=max(spec.WINDOWS) - 1)
-        for aggregate in AGGREGATES:
+        for aggregate in AGGREGATES if keep_dailies else ():
             past = dailies[aggregate.name].where((F.col(DAY) >= F.lit(oldest)) & (F.col(DAY) < F.lit(day)))
             written = write_daily_partitions(past, root, f"daily_{aggregate.name}", aggregate.keys)
             rows.update({f"daily_{aggregate.name}/{d}": n for d, n in written.items()})

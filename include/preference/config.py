@@ -118,6 +118,14 @@ class Settings:
     horizon_days: int = 7
     negatives_per_positive: int = 4
     sampling_seed: int = 17
+    # train_model: workers (1 = this process), epochs, global batch, anchors used, K of the gate.
+    training_workers: int = 1
+    training_epochs: int = 8
+    training_batch_size: int = 512
+    training_anchors: int = 14
+    # The holdout's candidate lists are short (each purchase comes with ``negatives_per_positive``
+    # sampled negatives), so the daily gate ranks at a small K; the file protocol uses K = 10.
+    ranking_k: int = 3
 
     @property
     def scratch_dir(self) -> Path:
@@ -207,6 +215,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         horizon_days=_positive_int(env, "PREFERENCE_HORIZON_DAYS", 7),
         negatives_per_positive=_positive_int(env, "PREFERENCE_NEGATIVES_PER_POSITIVE", 4),
         sampling_seed=_positive_int(env, "PREFERENCE_SAMPLING_SEED", 17, minimum=0),
+        training_workers=_positive_int(env, "PREFERENCE_TRAINING_WORKERS", 1),
+        training_epochs=_positive_int(env, "PREFERENCE_TRAINING_EPOCHS", 8),
+        training_batch_size=_positive_int(env, "PREFERENCE_TRAINING_BATCH_SIZE", 512),
+        training_anchors=_positive_int(env, "PREFERENCE_TRAINING_ANCHORS", 14),
+        ranking_k=_positive_int(env, "PREFERENCE_RANKING_K", 3),
     )
 
 

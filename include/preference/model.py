@@ -64,12 +64,25 @@ def _layers() -> Any:
     return SignedLog1p
 
 
-def load_model(path: str | Path) -> "keras.Model":
-    """Load a saved model (``.keras`` file), with the project's custom layer registered."""
+def load_model(location: str | Path) -> "keras.Model":
+    """Load a saved model, with the project's custom layer registered.
+
+    ``location``: a ``.keras`` file, or an MLflow model URI (``models:/name@alias``, ``runs:/...``).
+    """
     import keras
 
     _layers()
-    return keras.saving.load_model(path)
+    if str(location).startswith(("models:/", "runs:/")):
+        import mlflow.keras
+
+        return mlflow.keras.load_model(str(location))
+    return keras.saving.load_model(location)
+
+
+def predict_frame(model: "keras.Model", frame: Any) -> np.ndarray:
+    """Propensities for the rows of a table holding (at least) every feature column."""
+    inputs = spec.model_inputs({name: frame[name].to_numpy() for name in spec.BY_NAME})
+    return np.asarray(model.predict(inputs, batch_size=8192, verbose=0))[:, 0]
 
 
 def _encoder(

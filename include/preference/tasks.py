@@ -191,7 +191,6 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
 
     tables: dict[str, Any] = {}
     for name, outcome in result.tables.items():
-        spec = TABLES[name]
         counts = outcome.summary()
         extra = {
             "rows_in": outcome.rows_in,
@@ -206,7 +205,7 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
         table_upstream = [raw_upstream[name]]
         published = {
             "quarantine": pa.Table.from_pandas(outcome.quarantine, preserve_index=False),
-            "validated": pa.Table.from_pandas(outcome.validated, schema=spec.arrow_schema(), preserve_index=False),
+            "validated": outcome.validated_table(),
         }
         for layer, data in published.items():  # quarantine first: validated/ is what readers wait for
             publish_table(

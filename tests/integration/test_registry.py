@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from include.preference.features import spec
-from include.preference.model import build_model, feature_statistics
+from include.preference.model import build_model, feature_statistics, load_model
 from include.preference.registry import CHALLENGER, CHAMPION, current_champion, gate, log_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -93,11 +93,7 @@ def test_a_worse_model_is_registered_but_not_promoted_and_a_backfill_never_promo
     artifacts = {a.path for a in client.list_artifacts(first.run_id, "plots")}
     assert artifacts == {"plots/roc.png"}
     # The champion loads back from the registry (artifacts in S3) and scores raw feature columns.
-    import mlflow.keras
-
-    import include.preference.layers  # noqa: F401 - registers the custom layer
-
-    loaded = mlflow.keras.load_model(f"models:/{name}@{CHAMPION}")
+    loaded = load_model(f"models:/{name}@{CHAMPION}")
     scores = loaded.predict(columns(4), verbose=0)
     assert scores.shape == (4, 1) and ((scores > 0) & (scores < 1)).all()
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from include.preference.schema import TABLES
+from include.preference.features.build import partition_dir
 from include.preference.sources.synthetic import SyntheticConfig, generate_day_frames
 from include.preference.validation import validate_day
 
@@ -27,15 +27,12 @@ def validated_tables(config: SyntheticConfig, day: dt.date) -> dict[str, pa.Tabl
     with tempfile.TemporaryDirectory() as docs:
         result = validate_day(day, raw, Path(docs), backend="pandas")
     assert not result.blocking, [b.describe() for b in result.blocking]
-    return {
-        name: pa.Table.from_pandas(outcome.validated, schema=TABLES[name].arrow_schema(), preserve_index=False)
-        for name, outcome in result.tables.items()
-    }
+    return {name: outcome.validated_table() for name, outcome in result.tables.items()}
 
 
 def write_validated_day(root: Path, day: dt.date, tables: dict[str, pa.Table]) -> None:
     for name, table in tables.items():
-        target = root / "validated" / name / f"dt={day.isoformat()}"
+        target = partition_dir(root, "validated", name, day)
         target.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, target / "part-00000.parquet")
 

@@ -42,6 +42,7 @@ from include.preference.evaluation.metrics import (
     sliced_ranking_metrics,
     top_k,
 )
+from include.preference.features import spec
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -83,18 +84,6 @@ class Protocol:
         return out
 
 
-def _land(source: str, path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
-    if source == "online_retail":
-        from include.preference.sources import online_retail
-
-        return online_retail.land_tables(path, day)
-    if source == "rees46":
-        from include.preference.sources import rees46
-
-        return rees46.land_tables(path, day)
-    raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-
-
 def file_days(source: str, path: Path) -> list[dt.date]:
     """The days the file covers, as its importer assigns them."""
     from include.preference.sources.files import DAY, read_text_csv
@@ -116,14 +105,14 @@ def validate_one_day(source: str, path: Path, day: dt.date, root: Path) -> dict[
     """Import and validate one day into ``root/validated/<table>/dt=<day>``; counts per table."""
     import tempfile
 
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from include.preference.errors import ValidationBlocked
-    from include.preference.schema import TABLES
+    from include.preference.features.build import partition_dir
+    from include.preference.sources import file_importer
     from include.preference.validation import validate_day
 
-    raw, facts = _land(source, path, day)
+    raw, facts = file_importer(source)(path, day)
     with tempfile.TemporaryDirectory() as docs:
         result = validate_day(day, raw, Path(docs), closed_day=bool(facts.get("closed_day")))
     if result.blocking:
@@ -131,10 +120,9 @@ def validate_one_day(source: str, path: Path, day: dt.date, root: Path) -> dict[
         raise ValidationBlocked(f"validation blocked {day} of {path}: {failures}")
     counts = {}
     for name, outcome in result.tables.items():
-        target = root / "validated" / name / f"dt={day.isoformat()}"
+        target = partition_dir(root, "validated", name, day)
         target.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(outcome.validated, schema=TABLES[name].arrow_schema(), preserve_index=False)
-        pq.write_table(table, target / "part-00000.parquet")
+        pq.write_table(outcome.validated_table(), target / "part-00000.parquet")
         counts[name] = {
             "rows_in": outcome.rows_in,
             "validated": len(outcome.validated),
@@ -177,9 +165,11 @@ def purchases_of(root: Path, days: Sequence[dt.date]) -> pd.DataFrame:
     """Validated purchase lines (no cancellations, positive quantity and price) with their day."""
     import pyarrow.parquet as pq
 
+    from include.preference.features.build import partition_dir
+
     frames = []
     for day in days:
-        part = root / "validated" / "orders" / f"dt={day.isoformat()}"
+        part = partition_dir(root, "validated", "orders", day)
         if part.exists():
             columns = ["customer_id", "product_id", "quantity", "unit_price", "is_cancellation"]
             frame = pq.read_table(part, columns=columns)
@@ -198,9 +188,8 @@ def score_candidates(
     """Propensity of each customer's candidates: own past products plus the ``popular`` top products."""
     from pyspark.sql import functions as F
 
-    from include.preference.features import spec
     from include.preference.features.build import FEATURE_LAYER, pair_features, read_partition
-    from include.preference.model import load_model
+    from include.preference.model import load_model, predict_frame
 
     def need(table: str) -> Any:
         frame = read_partition(spark, root, FEATURE_LAYER, table, as_of)
@@ -234,10 +223,7 @@ def score_candidates(
         .select(CUSTOMER, PRODUCT, *(f.name for f in spec.FEATURES))
         .toPandas()
     )
-    model = load_model(model_path)
-    inputs = spec.model_inputs({c: rows[c].to_numpy() for c in rows.columns})
-    scores = model.predict(inputs, batch_size=8192, verbose=0)[:, 0]
-    return rows[[CUSTOMER, PRODUCT]].assign(score=scores)
+    return rows[[CUSTOMER, PRODUCT]].assign(score=predict_frame(load_model(model_path), rows))
 
 
 def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = None) -> dict[str, Any]:
@@ -283,7 +269,7 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
 
     mark = time.perf_counter()
     training = pd.concat(frames, ignore_index=True)
-    stats = feature_statistics({c: training[c].to_numpy() for c in training.columns if c in _numeric()})
+    stats = feature_statistics({c: training[c].to_numpy() for c in spec.numeric_names()})
     result = train(
         files,
         rows,
@@ -342,12 +328,6 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
         "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
     return report
-
-
-def _numeric() -> set[str]:
-    from include.preference.features import spec
-
-    return {f.name for f in spec.FEATURES if f.kind == "numeric"}
 
 
 def _customer_slices(history: pd.DataFrame, customers: Sequence[str], cutoff: dt.date) -> dict[str, pd.Series]:

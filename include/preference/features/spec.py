@@ -137,8 +137,9 @@ def features_of(entity: str, kind: str | None = None) -> tuple[Feature, ...]:
     return tuple(f for f in FEATURES if f.entity == entity and (kind is None or f.kind == kind))
 
 
-def numeric_names(entity: str) -> tuple[str, ...]:
-    return tuple(f.name for f in features_of(entity, "numeric"))
+def numeric_names(entity: str | None = None) -> tuple[str, ...]:
+    entities = ENTITIES if entity is None else (entity,)
+    return tuple(f.name for e in entities for f in features_of(e, "numeric"))
 
 
 def categorical_names(entity: str | None = None) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from include.preference.sources.synthetic import SyntheticConfig, generate_day
 from include.preference.storage import ObjectStore, PartitionRef, publish_table
 
 if TYPE_CHECKING:
+    import pandas as pd
     import pyarrow as pa
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,16 @@ def _publish_raw(
     return landed
 
 
+def file_importer(source: str) -> Callable[[Path, dt.date], tuple[dict[str, "pd.DataFrame"], dict[str, object]]]:
+    """The importer of a file source: ``(path, day) -> (raw tables, facts for the manifests)``."""
+    from include.preference.sources import mapped, online_retail, rees46
+
+    importers = {"online_retail": online_retail.land_tables, "rees46": rees46.land_tables, "mapped": mapped.land_tables}
+    if source not in importers:
+        raise ValueError(f"unknown file source {source!r}; available: {', '.join(importers)}")
+    return importers[source]
+
+
 def land_file_day(
     store: ObjectStore,
     source: str,
@@ -76,12 +88,7 @@ def land_file_day(
     """
     import pyarrow as pa
 
-    from include.preference.sources import mapped, online_retail, rees46
-
-    importers = {"online_retail": online_retail.land_tables, "rees46": rees46.land_tables, "mapped": mapped.land_tables}
-    if source not in importers:
-        raise ValueError(f"unknown file source {source!r}; available: {', '.join(importers)}")
-    frames, facts = importers[source](path, date)
+    frames, facts = file_importer(source)(path, date)
     tables = {name: pa.Table.from_pandas(frames[name].astype("string"), preserve_index=False) for name in RAW_TABLES}
     landed = _publish_raw(store, date, tables, run_id, code_version, facts)
     log.info("landed %s day %s from %s: %s", source, date, path.name, {k: v["rows"] for k, v in landed.items()})

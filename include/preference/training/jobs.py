@@ -22,7 +22,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 from typing import Any
 
 import numpy as np
@@ -44,22 +43,6 @@ from include.preference.storage import (
 )
 
 log = logging.getLogger(__name__)
-
-DEFAULT_TRAINING_ANCHORS = 14
-# The holdout's candidate lists are short (each purchase comes with ``negatives_per_positive``
-# sampled negatives), so the daily gate ranks at a small K; the file protocol uses K = 10.
-DEFAULT_K = 3
-
-
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    try:
-        value = int(raw) if raw else default
-    except ValueError as error:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from error
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
-    return value
 
 
 def _inputs_digest(upstream: list[dict[str, Any]], settings: Any) -> str:
@@ -92,17 +75,14 @@ def baseline_scores(frame: pd.DataFrame, k: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def predict(model: Any, frame: pd.DataFrame) -> np.ndarray:
-    inputs = spec.model_inputs({c: frame[c].to_numpy() for c in frame.columns})
-    return np.asarray(model.predict(inputs, batch_size=8192, verbose=0))[:, 0]
-
-
 def run_training_job(
     store: ObjectStore, settings: Settings, day: dt.date, *, run_id: str, backfill: bool
 ) -> dict[str, Any]:
     """Train, evaluate, register and gate for the run of ``day``; ``{"skipped": reason}`` if not ready."""
+    from mlflow.tracking import MlflowClient
+
     from include.preference.evaluation.plots import evaluation_plots
-    from include.preference.model import feature_statistics, load_model
+    from include.preference.model import feature_statistics, load_model, predict_frame
     from include.preference.registry import (
         DEFAULT_EXPERIMENT,
         current_champion,
@@ -114,13 +94,13 @@ def run_training_job(
     from include.preference.training.trainer import TrainSettings
 
     horizon = dt.timedelta(days=settings.horizon_days)
-    k = _int_env("PREFERENCE_RANKING_K", DEFAULT_K)
+    k = settings.ranking_k
     holdout_anchor = day - horizon
     published = set(list_partitions(store, "training"))
     if holdout_anchor not in published:
         return {"date": day.isoformat(), "skipped": f"holdout anchor {holdout_anchor} has no training partition yet"}
     anchors = sorted(a for a in published if a <= holdout_anchor - horizon)
-    anchors = anchors[-_int_env("PREFERENCE_TRAINING_ANCHORS", DEFAULT_TRAINING_ANCHORS) :]
+    anchors = anchors[-settings.training_anchors :]
     if not anchors:
         return {"date": day.isoformat(), "skipped": f"no training anchor on or before {holdout_anchor - horizon}"}
 
@@ -132,11 +112,10 @@ def run_training_job(
         files = [str(p) for a in anchors for p in sorted((local[a] / "tfrecord").glob("*.tfrecord.gz"))]
         training = pd.concat([pd.read_parquet(local[a] / "parquet") for a in anchors], ignore_index=True)
         holdout = pd.read_parquet(local[holdout_anchor] / "parquet")
-        numeric = [f.name for f in spec.FEATURES if f.kind == "numeric"]
-        stats = feature_statistics({c: training[c].to_numpy() for c in numeric})
+        stats = feature_statistics({c: training[c].to_numpy() for c in spec.numeric_names()})
         train_settings = TrainSettings(
-            epochs=_int_env("PREFERENCE_TRAINING_EPOCHS", 8),
-            global_batch_size=_int_env("PREFERENCE_TRAINING_BATCH_SIZE", 512),
+            epochs=settings.training_epochs,
+            global_batch_size=settings.training_batch_size,
             seed=settings.sampling_seed,
         )
         job = TrainJob(
@@ -148,7 +127,7 @@ def run_training_job(
             s3=settings.s3,
             checkpoint_prefix=f"checkpoints/train/dt={day.isoformat()}/{_inputs_digest(upstream, train_settings)}",
         )
-        workers = _int_env("PREFERENCE_TRAINING_WORKERS", 1)
+        workers = settings.training_workers
         if workers > 1:
             from include.preference.spark import spark_session
 
@@ -157,18 +136,14 @@ def run_training_job(
             results = [run_job(job).to_dict()]
         chief = results[0]
         model = load_model(chief["model_path"])
-        scores = predict(model, holdout)
+        scores = predict_frame(model, holdout)
         metrics = holdout_scores(holdout, scores, k)
         baselines = baseline_scores(holdout, k)
         plots = evaluation_plots(holdout[spec.LABEL].to_numpy(), scores, chief["epochs"], scratch / "plots")
 
         def score_champion(version: Any) -> float:
-            import mlflow.keras
-
-            import include.preference.layers  # noqa: F401 - the custom layer, for loading
-
-            champion = mlflow.keras.load_model(f"models:/{version.name}/{version.version}")
-            return holdout_scores(holdout, predict(champion, holdout), k)["recall_at_k"]
+            champion = load_model(f"models:/{version.name}/{version.version}")
+            return holdout_scores(holdout, predict_frame(champion, holdout), k)["recall_at_k"]
 
         name = model_name()
         example = {c: holdout[c].head(2).tolist() for c in (f.name for f in spec.FEATURES)}
@@ -201,10 +176,9 @@ def run_training_job(
                 "backfill": str(backfill).lower(),
             },
         )
-        from mlflow.tracking import MlflowClient
-
+        client = MlflowClient()
         decision = gate(
-            MlflowClient(),
+            client,
             name,
             logged.version,
             metrics["recall_at_k"],
@@ -213,7 +187,7 @@ def run_training_job(
             backfill=backfill,
             lock_dir=settings.local_dir / "locks",
         )
-        champion = current_champion(MlflowClient(), name)
+        champion = current_champion(client, name)
         summary = {
             "date": day.isoformat(),
             "model": name,

@@ -17,7 +17,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,13 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="write the workers' results here as JSON")
     args = parser.parse_args(argv)
 
-    s3 = None
-    body = json.loads(args.job.read_text())
-    if body.get("checkpoint_prefix"):
+    job = job_from_json(args.job.read_text())
+    if job.checkpoint_prefix:
         from include.preference.config import load_settings
 
-        s3 = load_settings().s3
-    job = job_from_json(args.job.read_text(), s3)
+        job = replace(job, s3=load_settings().s3)
     if args.workers == 1:
         results = [run_job(job).to_dict()]
     else:

@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,7 +163,6 @@ def train(
     model_config: ModelConfig | None = None,
     checkpoints: CheckpointSync | None = None,
     strategy: Any = None,
-    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train on GZIP TFRecord shards holding ``rows`` examples; resume from the latest checkpoint.
 
@@ -264,14 +263,12 @@ def train(
             loss,
             metrics["examples_per_second"],
         )
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1, metrics)
 
-    weights = [v.numpy() for v in model.weights]
+    weights = model.get_weights()
     result.weights_sha256 = weights_digest(weights)
     if chief:
         plain = build_model(stats, model_config)  # outside the strategy: a model anyone can load
-        plain.set_weights([keras.ops.convert_to_numpy(w) for w in model.get_weights()])
+        plain.set_weights(weights)
         path = work_dir / "model.keras"
         plain.save(path)
         result.model_path = str(path)

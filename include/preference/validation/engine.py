@@ -13,12 +13,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from include.preference.schema import TABLES
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 from include.preference.validation.casting import ROW_ID, cast_table
 from include.preference.validation.rules import (
     KNOWN_CUSTOMER,
@@ -87,6 +90,12 @@ class TableOutcome:
     blocking: list[BlockingFailure] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
     last_seconds: float | None = None
+
+    def validated_table(self) -> "pa.Table":
+        """The validated rows as Arrow, in the table's canonical schema (what ``validated/`` holds)."""
+        import pyarrow as pa
+
+        return pa.Table.from_pandas(self.validated, schema=TABLES[self.table].arrow_schema(), preserve_index=False)
 
     def summary(self) -> dict[str, Any]:
         return {

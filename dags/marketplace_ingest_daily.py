@@ -24,6 +24,19 @@ Lands one day of raw marketplace data into the lake, `raw/<table>/dt=YYYY-MM-DD/
   it, logs an MLflow run, registers a version (`challenger`) and moves `champion` only when it wins
   on recall@K. Backfill runs never move `champion`. Checkpoints in `checkpoints/train/dt=D/`.
 
+* **embed_reviews**: the day's review texts embedded with all-MiniLM-L6-v2 (`scores/review_embeddings/`)
+  and each customer's 90-day text profile (`features/customer_text/`).
+* **compute_rfm**: RFM value tiers (1-D k-means per dimension, k by the elbow) in `segments/rfm/`.
+* **score_products**, **score_customers** (Spark, `mapInArrow`): with the model that was `champion`
+  on the logical date (a backfill scores with the champion of its day; skipped before any champion):
+  embeddings, candidate propensities and top-K recommendations per active customer, in `scores/`.
+  Every row carries the model version and the input manifests.
+* **refresh_segments**: when the champion changed, a stratified sample's embeddings are mapped with
+  t-SNE and clustered with DBSCAN; centroids (embedding space, ids matched to the previous ones) in
+  `segments/centroids_<entity>/`. Skipped while the champion is unchanged.
+* **assign_segments**: every customer and product to its nearest centroid by L1 distance, with a
+  per-cluster summary and the migration from the previous day, in `segments/<entity>/`.
+
 * **Partition**: the run's logical date (`data_interval_start`, UTC). The run for day D starts
   after D has ended. Rerunning a date replaces exactly that date's partitions with identical content.
 * **Trigger**: a manual run processes the last complete day before its logical date (Airflow's
@@ -130,7 +143,72 @@ def marketplace_ingest_daily():
             raise AirflowSkipException(result["skipped"])
         return result
 
-    train_model(build_training_data(build_features(validate_raw_data(land_raw_data()))))
+    @task
+    def embed_reviews(validated: dict, data_interval_start=None, run_id=None) -> dict:
+        """Sentence embeddings of the day's reviews; customers' text profiles."""
+        from include.preference import tasks
+
+        return tasks.embed_reviews(tasks.logical_day(data_interval_start), run_id=run_id)
+
+    @task
+    def compute_rfm(features: dict, data_interval_start=None, run_id=None) -> dict:
+        """RFM value tiers of the customers as of the day; publish `segments/rfm/`."""
+        from include.preference import tasks
+
+        return tasks.compute_rfm(tasks.logical_day(data_interval_start), run_id=run_id)
+
+    @task(trigger_rule="none_failed")
+    def score_products(data_interval_start=None, run_id=None) -> dict:
+        """Product embeddings with the day's champion (after training, trained or not)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.preference import tasks
+
+        result = tasks.score_products(tasks.logical_day(data_interval_start), run_id=run_id)
+        if "skipped" in result:
+            raise AirflowSkipException(result["skipped"])
+        return result
+
+    @task
+    def score_customers(products: dict, data_interval_start=None, run_id=None) -> dict:
+        """Customer embeddings, candidate propensities and top-K recommendations."""
+        from include.preference import tasks
+
+        return tasks.score_customers(tasks.logical_day(data_interval_start), run_id=run_id)
+
+    @task
+    def refresh_segments(customers: dict, rfm: dict, texts: dict, data_interval_start=None, run_id=None) -> dict:
+        """New centroids when the champion changed (t-SNE + DBSCAN on a stratified sample)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.preference import tasks
+
+        day = tasks.logical_day(data_interval_start)
+        results = {entity: tasks.refresh_segments(day, entity, run_id=run_id) for entity in ("customers", "products")}
+        if all("skipped" in r for r in results.values()):
+            raise AirflowSkipException("; ".join(f"{e}: {r['skipped']}" for e, r in results.items()))
+        return results
+
+    @task(trigger_rule="none_failed")
+    def assign_segments(data_interval_start=None, run_id=None) -> dict:
+        """Every customer and product to its nearest centroid (L1); summary and migration."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.preference import tasks
+
+        day = tasks.logical_day(data_interval_start)
+        if not tasks.has_embeddings(day):
+            raise AirflowSkipException(f"no embeddings for {day}: no model was champion on that day")
+        return {entity: tasks.assign_segments(day, entity, run_id=run_id) for entity in ("customers", "products")}
+
+    validated = validate_raw_data(land_raw_data())
+    features = build_features(validated)
+    trained = train_model(build_training_data(features))
+    rfm = compute_rfm(features)
+    products = score_products()
+    trained >> products
+    refresh = refresh_segments(score_customers(products), rfm, embed_reviews(validated))
+    refresh >> assign_segments()
 
 
 marketplace_ingest_daily()

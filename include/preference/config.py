@@ -126,6 +126,10 @@ class Settings:
     # The holdout's candidate lists are short (each purchase comes with ``negatives_per_positive``
     # sampled negatives), so the daily gate ranks at a small K; the file protocol uses K = 10.
     ranking_k: int = 3
+    # Scoring and segments: list length, "active" window, t-SNE sample rows per stratum.
+    recommendations_k: int = 10
+    active_days: int = 90
+    segment_sample_per_stratum: int = 400
 
     @property
     def scratch_dir(self) -> Path:
@@ -220,6 +224,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         training_batch_size=_positive_int(env, "PREFERENCE_TRAINING_BATCH_SIZE", 512),
         training_anchors=_positive_int(env, "PREFERENCE_TRAINING_ANCHORS", 14),
         ranking_k=_positive_int(env, "PREFERENCE_RANKING_K", 3),
+        recommendations_k=_positive_int(env, "PREFERENCE_RECOMMENDATIONS_K", 10),
+        active_days=_positive_int(env, "PREFERENCE_ACTIVE_DAYS", 90),
+        segment_sample_per_stratum=_positive_int(env, "PREFERENCE_SEGMENT_SAMPLE_PER_STRATUM", 400, minimum=10),
     )
 
 

@@ -1,11 +1,18 @@
 """The preference model (Keras 3 functional API), built from the feature spec.
 
-* customer encoder: the customer's numeric features (log1p where the spec says so, then
-  normalised with statistics of the training data) and hashed categoricals -> ``customer_features``;
-* product encoder: the same for the product -> ``product_features``;
+* customer encoder -> ``customer_features``, the concatenation of two parts:
+  - ``customer_taste`` (the first ``TASTE_DIM`` columns): a linear map of the customer's shares of
+    interactions per category bucket, i.e. *what* the customer likes;
+  - ``customer_activity``: an MLP over every other feature (numeric ones log1p'd where the spec
+    says so and normalised with statistics of the training data, categoricals hashed and
+    embedded), i.e. *how much* and *how* the customer buys;
+* product encoder -> ``product_features``: ``product_taste`` (a linear map of the embedded full
+  category path) then ``product_activity`` (an MLP over the rest);
 * comparator: both embeddings, their element-wise product and difference, and the pair features
   -> ``preference`` (the preference tensor);
-* predictor: a sigmoid over the preference -> ``propensity``.
+* predictor: a sigmoid over the preference's logit plus the taste match (the dot product of the
+  two taste parts) -> ``propensity``. The match term puts customers and the categories they buy
+  near each other in the taste space, which is what customer and product segments are built on.
 
 Preprocessing lives inside the model, so the saved model takes the raw feature columns. No
 per-id embedding: a customer or product never seen in training is encoded from its features.
@@ -27,6 +34,12 @@ if TYPE_CHECKING:
 
 HASH_BINS = 256
 CATEGORY_DIM = 8
+# The first TASTE_DIM columns of customer_features and product_features are the taste parts.
+TASTE_DIM = 16
+TASTE_FEATURES = {
+    "customer": tuple(f.name for f in spec.CUSTOMER_FEATURES if f.name.startswith("customer_category_share_b")),
+    "product": ("product_category",),
+}
 
 
 @dataclass(frozen=True)
@@ -85,33 +98,58 @@ def predict_frame(model: "keras.Model", frame: Any) -> np.ndarray:
     return np.asarray(model.predict(inputs, batch_size=8192, verbose=0))[:, 0]
 
 
-def _encoder(
-    entity: str,
-    inputs: Mapping[str, Any],
-    stats: Mapping[str, tuple[float, float]],
-    config: ModelConfig,
-    output_name: str | None,
-) -> Any:
+def _inputs_of(
+    entity: str, names: set[str], inputs: Mapping[str, Any], stats: Mapping[str, tuple[float, float]], taste: bool
+) -> list[Any]:
+    """Keras tensors for the entity's features in ``names``, in spec order.
+
+    Numerics: log1p where the spec says so, then normalised, except the taste shares, which are
+    already comparable fractions. Categoricals: hashed and embedded.
+    """
     import keras
 
     signed_log1p = _layers()
     parts = []
     for feature in spec.features_of(entity, "numeric"):
+        if feature.name not in names:
+            continue
         x = keras.layers.Reshape((1,), name=f"{feature.name}_column")(inputs[feature.name])
         if feature.transform == "log1p":
             x = signed_log1p(name=f"{feature.name}_log1p")(x)
-        mean, variance = stats[feature.name]
-        parts.append(keras.layers.Normalization(mean=mean, variance=variance, name=f"{feature.name}_norm")(x))
+        if not taste:
+            mean, variance = stats[feature.name]
+            x = keras.layers.Normalization(mean=mean, variance=variance, name=f"{feature.name}_norm")(x)
+        parts.append(x)
     for feature in spec.features_of(entity, "categorical"):
+        if feature.name not in names:
+            continue
         hashed = keras.layers.Hashing(num_bins=HASH_BINS, name=f"{feature.name}_hash")(inputs[feature.name])
         embedded = keras.layers.Embedding(HASH_BINS, CATEGORY_DIM, name=f"{feature.name}_embedding")(hashed)
         parts.append(keras.layers.Reshape((CATEGORY_DIM,), name=f"{feature.name}_vector")(embedded))
-    x = keras.layers.Concatenate(name=f"{entity}_inputs")(parts)
-    if output_name is None:  # pair features go straight to the comparator
-        return x
+    return parts
+
+
+def _joined(parts: list[Any], name: str) -> Any:
+    import keras
+
+    return keras.layers.Concatenate(name=name)(parts) if len(parts) > 1 else parts[0]
+
+
+def _encoder(
+    entity: str, inputs: Mapping[str, Any], stats: Mapping[str, tuple[float, float]], config: ModelConfig
+) -> tuple[Any, Any]:
+    """``{entity}_features`` (taste then activity) and its taste part."""
+    import keras
+
+    names = {f.name for f in spec.features_of(entity)}
+    taste_names = set(TASTE_FEATURES[entity])
+    taste_in = _joined(_inputs_of(entity, taste_names, inputs, stats, taste=True), f"{entity}_taste_inputs")
+    taste = keras.layers.Dense(TASTE_DIM, name=f"{entity}_taste")(taste_in)
+    x = _joined(_inputs_of(entity, names - taste_names, inputs, stats, taste=False), f"{entity}_inputs")
     x = keras.layers.Dense(config.hidden_units, activation="relu", name=f"{entity}_hidden")(x)
     x = keras.layers.Dropout(config.dropout, name=f"{entity}_dropout")(x)
-    return keras.layers.Dense(config.embedding_dim, name=output_name)(x)
+    activity = keras.layers.Dense(config.embedding_dim - TASTE_DIM, name=f"{entity}_activity")(x)
+    return keras.layers.Concatenate(name=f"{entity}_features")([taste, activity]), taste
 
 
 def build_model(stats: Mapping[str, tuple[float, float]], config: ModelConfig | None = None) -> "keras.Model":
@@ -123,15 +161,20 @@ def build_model(stats: Mapping[str, tuple[float, float]], config: ModelConfig | 
         f.name: keras.Input(shape=(), dtype="float32" if f.kind == "numeric" else "string", name=f.name)
         for f in spec.FEATURES
     }
-    customer = _encoder("customer", inputs, stats, config, "customer_features")
-    product = _encoder("product", inputs, stats, config, "product_features")
-    pair = _encoder("pair", inputs, stats, config, None)
+    if config.embedding_dim <= TASTE_DIM:
+        raise ValueError(f"embedding_dim must exceed the taste part ({TASTE_DIM}), got {config.embedding_dim}")
+    customer, customer_taste = _encoder("customer", inputs, stats, config)
+    product, product_taste = _encoder("product", inputs, stats, config)
+    pair_names = {f.name for f in spec.features_of("pair")}
+    pair = _joined(_inputs_of("pair", pair_names, inputs, stats, taste=False), "pair_inputs")
+    match = keras.layers.Dot(axes=1, name="taste_match")([customer_taste, product_taste])
     interaction = keras.layers.Multiply(name="interaction")([customer, product])
     difference = keras.layers.Subtract(name="difference")([customer, product])
     x = keras.layers.Concatenate(name="comparator_inputs")([customer, product, interaction, difference, pair])
     x = keras.layers.Dense(config.hidden_units, activation="relu", name="comparator_hidden")(x)
     preference = keras.layers.Dense(config.embedding_dim, activation="relu", name="preference")(x)
-    propensity = keras.layers.Dense(1, activation="sigmoid", name="propensity")(preference)
+    logit = keras.layers.Dense(1, name="preference_logit")(preference)
+    propensity = keras.layers.Activation("sigmoid", name="propensity")(keras.layers.Add(name="logit")([logit, match]))
     model = keras.Model(inputs=inputs, outputs=propensity, name="preference_model")
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),

@@ -15,6 +15,7 @@ champion is scored on the challenger's holdout before deciding.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import logging
@@ -28,6 +29,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+# Tag on a promoted version: the logical date from which it served as champion.
+CHAMPION_SINCE = "champion_since"
 CHALLENGER = "challenger"
 DEFAULT_MODEL_NAME = "customer-preference"
 DEFAULT_EXPERIMENT = "customer-preference"
@@ -104,6 +107,26 @@ def current_champion(client: Any, name: str) -> Any | None:
         raise
 
 
+def champion_as_of(client: Any, name: str, day: dt.date) -> Any | None:
+    """The version that was champion on ``day``.
+
+    The current champion when it was promoted on or before ``day`` (or carries no date); otherwise
+    the latest version promoted on or before ``day``; None when no version was champion yet.
+    """
+    current = current_champion(client, name)
+    since = (current.tags or {}).get(CHAMPION_SINCE) if current is not None else None
+    if current is not None and (since is None or dt.date.fromisoformat(since) <= day):
+        return current
+    promoted = [
+        v
+        for v in client.search_model_versions(f"name = '{_quoted(name)}'")
+        if (v.tags or {}).get(CHAMPION_SINCE) and dt.date.fromisoformat(v.tags[CHAMPION_SINCE]) <= day
+    ]
+    if not promoted:
+        return None
+    return max(promoted, key=lambda v: (v.tags[CHAMPION_SINCE], int(v.version)))
+
+
 def gate(
     client: Any,
     name: str,
@@ -114,10 +137,13 @@ def gate(
     *,
     backfill: bool,
     lock_dir: Path,
+    day: dt.date | None = None,
 ) -> GateDecision:
     """Decide under the lock and move ``champion`` if the challenger wins; tag the version either way.
 
     ``score_champion(model_version)`` returns the champion's recall@K on the challenger's holdout.
+    A promoted version is tagged ``champion_since`` with ``day`` (the run's logical date), so a
+    backfill of a past date can score with the model that was champion then.
     """
     with registry_lock(name, lock_dir):
         champion = current_champion(client, name)
@@ -125,6 +151,8 @@ def gate(
         champion_score = score_champion(champion) if champion is not None and not backfill else None
         decision = decide(challenger, champion_score, baselines, backfill=backfill, champion_version=champion_version)
         if decision.promote:
+            if day is not None:
+                client.set_model_version_tag(name, version, CHAMPION_SINCE, day.isoformat())
             client.set_registered_model_alias(name, CHAMPION, version)
         client.set_model_version_tag(name, version, "gate", "promoted" if decision.promote else "rejected")
         client.set_model_version_tag(name, version, "gate_decision", json.dumps(decision.to_dict()))
@@ -137,6 +165,7 @@ class LoggedModel:
     run_id: str
     version: str
     model_uri: str
+    experiment_id: str = ""
 
 
 def log_training(
@@ -171,7 +200,7 @@ def log_training(
         if run.info.status == "FINISHED" and run.data.tags.get("registered_version"):
             version = run.data.tags["registered_version"]
             log.info("run %s already registered %s v%s; reusing it", run.info.run_id, name, version)
-            return LoggedModel(run.info.run_id, version, f"models:/{name}/{version}")
+            return LoggedModel(run.info.run_id, version, f"models:/{name}/{version}", run.info.experiment_id)
         _delete_ghost(client, name, run.info.run_id)
 
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_key, tags={**tags, "run_key": run_key}) as run:
@@ -195,7 +224,34 @@ def log_training(
         version = str(registered.version)
         mlflow.set_tag("registered_version", version)
     client.set_registered_model_alias(name, CHALLENGER, version)
-    return LoggedModel(run.info.run_id, version, f"models:/{name}/{version}")
+    return LoggedModel(run.info.run_id, version, f"models:/{name}/{version}", run.info.experiment_id)
+
+
+def log_report_run(
+    tracking_uri: str,
+    experiment: str,
+    run_key: str,
+    metrics: Mapping[str, float],
+    artifacts: list[Path],
+    tags: Mapping[str, str],
+) -> str:
+    """One MLflow run per report (task and date): a finished run with the same key is kept as is,
+    an unfinished one (an interrupted attempt) is deleted and logged again. Returns the run id."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri)
+    experiment_id = _experiment_id(client, experiment)
+    for run in client.search_runs([experiment_id], filter_string=f"tags.run_key = '{_quoted(run_key)}'"):
+        if run.info.status == "FINISHED":
+            return str(run.info.run_id)
+        client.delete_run(run.info.run_id)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_key, tags={**tags, "run_key": run_key}) as run:
+        mlflow.log_metrics(dict(metrics))
+        for path in artifacts:
+            mlflow.log_artifact(str(path), "plots")
+    return str(run.info.run_id)
 
 
 def _quoted(value: str) -> str:

@@ -10,10 +10,13 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def spark_session(app_name: str, master: str | None = None) -> "SparkSession":
+def spark_session(app_name: str, master: str | None = None, *, reuse_workers: bool = False) -> "SparkSession":
     """A Spark session configured for this project (Arrow transfers, no UI, UTC).
 
     The master comes from ``master``, else ``PREFERENCE_SPARK_MASTER``, else ``local[*]``.
+    ``reuse_workers``: keep Python workers between tasks (scoring: the model loads once per
+    worker). The default is a fresh worker per task, which training needs. The setting belongs to
+    the first session of the process (Spark's context is created once).
     """
     from pyspark.sql import SparkSession
 
@@ -29,9 +32,9 @@ def spark_session(app_name: str, master: str | None = None) -> "SparkSession":
         .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
         .config("spark.sql.shuffle.partitions", os.environ.get("PREFERENCE_SPARK_SHUFFLE_PARTITIONS", "8"))
         .config("spark.driver.memory", os.environ.get("PREFERENCE_SPARK_DRIVER_MEMORY", "4g"))
-        # A fresh Python worker per task: training tasks set up TensorFlow's cluster, which a
-        # process can do only once (see include.preference.training.launcher).
-        .config("spark.python.worker.reuse", "false")
+        # A fresh Python worker per task unless asked: training tasks set up TensorFlow's cluster,
+        # which a process can do only once (see include.preference.training.launcher).
+        .config("spark.python.worker.reuse", "true" if reuse_workers else "false")
     )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")

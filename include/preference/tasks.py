@@ -256,3 +256,59 @@ def train_model(date: dt.date, *, run_id: str, backfill: bool) -> dict[str, Any]
     settings = load_settings()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     return run_training_job(open_store(settings), settings, date, run_id=run_id, backfill=backfill)
+
+
+def score_products(date: dt.date, *, run_id: str) -> dict[str, Any]:
+    """Product embeddings with the model that was champion on ``date`` (``skipped`` without one)."""
+    from include.preference.scoring.jobs import run_product_scoring
+
+    settings = load_settings()
+    return run_product_scoring(open_store(settings), settings, date, run_id=run_id)
+
+
+def score_customers(date: dt.date, *, run_id: str) -> dict[str, Any]:
+    """Customer embeddings, candidate propensities and top-K recommendations (after score_products)."""
+    from include.preference.scoring.jobs import run_customer_scoring
+
+    settings = load_settings()
+    return run_customer_scoring(open_store(settings), settings, date, run_id=run_id)
+
+
+def refresh_segments(date: dt.date, entity: str, *, run_id: str) -> dict[str, Any]:
+    """New centroids (t-SNE + DBSCAN on a stratified sample) when the champion changed; else ``skipped``."""
+    from include.preference.segments.jobs import run_refresh_segments
+
+    settings = load_settings()
+    return run_refresh_segments(open_store(settings), settings, date, entity, run_id=run_id)
+
+
+def assign_segments(date: dt.date, entity: str, *, run_id: str) -> dict[str, Any]:
+    """Every customer or product to its nearest centroid (L1); summary and migration."""
+    from include.preference.segments.jobs import run_assign_segments
+
+    settings = load_settings()
+    return run_assign_segments(open_store(settings), settings, date, entity, run_id=run_id)
+
+
+def compute_rfm(date: dt.date, *, run_id: str) -> dict[str, Any]:
+    """RFM value tiers of the customers as of ``date``."""
+    from include.preference.segments.jobs import run_compute_rfm
+
+    settings = load_settings()
+    return run_compute_rfm(open_store(settings), settings, date, run_id=run_id)
+
+
+def has_embeddings(date: dt.date) -> bool:
+    """Whether both embedding partitions of ``date`` are published (scoring ran with a champion)."""
+    from include.preference.storage import PartitionRef, read_manifest
+
+    store = open_store()
+    return all(read_manifest(store, PartitionRef("scores", f"{e}_embeddings", date)) for e in ("customer", "product"))
+
+
+def embed_reviews(date: dt.date, *, run_id: str) -> dict[str, Any]:
+    """Embed the day's review texts (all-MiniLM-L6-v2) and publish the customers' text profiles."""
+    from include.preference.text.reviews import run_review_embeddings
+
+    settings = load_settings()
+    return run_review_embeddings(open_store(settings), settings, date, run_id=run_id)

@@ -17,6 +17,13 @@ DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 SMALL = {"seed": 21, "customers": 300, "products": 60, "sessions_per_day": 200}
 
 
+@pytest.fixture(autouse=True)
+def mlflow_env(mlflow_service, monkeypatch, tmp_path):
+    """The DAG's MLflow (segment reports) and a model name of its own: no champion until trained."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_service.mlflow_uri)
+    monkeypatch.setenv("PREFERENCE_MODEL_NAME", f"dag-{tmp_path.name[-12:]}".replace("_", "-"))
+
+
 def run_dag(dag_id: str, day: dt.date, conf: dict):
     """A manual run that processes ``day``: its data interval is the last complete day before it."""
     from airflow.dag_processing.dagbag import DagBag
@@ -40,7 +47,16 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
         "build_features": "success",
         "build_training_data": "skipped",  # the first day has no anchor whose horizon is complete
         "train_model": "skipped",  # nothing new to train on: it follows build_training_data
+        "compute_rfm": "success",
+        "embed_reviews": "success",
+        # No model is champion yet: nothing to score or segment with.
+        "score_products": "skipped",
+        "score_customers": "skipped",
+        "refresh_segments": "skipped",
+        "assign_segments": "skipped",
     }
+    tiers = read_manifest(store, PartitionRef("segments", "rfm", day))
+    assert tiers.run_id == run.run_id and sum(tiers.extra["tiers"].values()) == tiers.row_count > 0
 
     expected = generate_day(SyntheticConfig(**SMALL), day)
     manifests = {}
@@ -100,6 +116,8 @@ def test_two_days_build_features_incrementally_and_the_second_writes_training_da
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     # Training waits for a second anchor: the holdout is the first day's examples, nothing precedes it.
     assert run.state == "success" and states.pop("train_model") == "skipped", states
+    unscored = {t: states.pop(t) for t in ("score_products", "score_customers", "refresh_segments", "assign_segments")}
+    assert set(unscored.values()) == {"skipped"}, unscored
     assert set(states.values()) == {"success"}, states
     features = read_manifest(store, PartitionRef("features", "customers", second))
     assert features.extra["mode"] == "incremental" and features.run_id == run.run_id

@@ -62,3 +62,26 @@ def training_sets(chain, spark, tmp_path_factory) -> dict[str, Any]:
         "frame": lambda day: pq.read_table(sets[day]["dir"] / "parquet").to_pandas(),
         "sets": sets,
     }
+
+
+@pytest.fixture(scope="session")
+def small_model(training_sets, tmp_path_factory) -> Path:
+    """A model trained briefly on the training anchors (for scoring and segment tests): its file."""
+    from include.preference.features import spec
+    from include.preference.model import feature_statistics
+    from include.preference.training.trainer import TrainSettings, train
+
+    tables = [training_sets["frame"](day) for day in training_sets["train"]]
+    import pandas as pd
+
+    frame = pd.concat(tables, ignore_index=True)
+    stats = feature_statistics({c: frame[c].to_numpy() for c in spec.numeric_names()})
+    work = tmp_path_factory.mktemp("small-model")
+    result = train(
+        training_sets["files"],
+        training_sets["rows"],
+        stats,
+        work,
+        settings=TrainSettings(epochs=6, global_batch_size=128),
+    )
+    return Path(result.model_path)

@@ -77,7 +77,7 @@ def test_airflow_standalone_runs_a_backfill_of_the_ingest_dag(tmp_path: Path):
     runtime = ephemeral_runtime(tmp_path)
     manager = ServiceManager(runtime)
     try:
-        manager.up(("s3", "airflow"))
+        manager.up(("s3", "mlflow", "airflow"))  # the DAG scores with the champion: MLflow too
         client = AirflowClient(runtime.airflow_url, ADMIN_USER, runtime.admin_password)
         dag = client.wait_for_dag("marketplace_ingest_daily")
         assert dag["is_paused"] is True  # new DAGs start paused

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 
-def _figure() -> Any:
+def figure() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,7 +25,7 @@ def evaluation_plots(
     from sklearn.calibration import calibration_curve
     from sklearn.metrics import auc, precision_recall_curve, roc_curve
 
-    plt = _figure()
+    plt = figure()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
 
@@ -35,7 +35,7 @@ def evaluation_plots(
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC on the holdout")
     ax.legend(loc="lower right")
-    paths.append(_save(fig, out_dir / "roc.png", plt))
+    paths.append(save_figure(fig, out_dir / "roc.png", plt))
 
     precision, recall, _ = precision_recall_curve(labels, scores)
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -43,7 +43,7 @@ def evaluation_plots(
     ax.axhline(float(np.mean(labels)), linestyle="--", color="grey", label="positive rate")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall on the holdout")
     ax.legend()
-    paths.append(_save(fig, out_dir / "pr.png", plt))
+    paths.append(save_figure(fig, out_dir / "pr.png", plt))
 
     observed, predicted = calibration_curve(labels, scores, n_bins=10, strategy="quantile")
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -51,16 +51,16 @@ def evaluation_plots(
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
     ax.set(xlabel="mean predicted propensity", ylabel="observed purchase rate", title="Calibration")
     ax.legend()
-    paths.append(_save(fig, out_dir / "calibration.png", plt))
+    paths.append(save_figure(fig, out_dir / "calibration.png", plt))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
     ax.set(xlabel="epoch", ylabel="training loss (binary cross-entropy)", title="Training curve")
-    paths.append(_save(fig, out_dir / "training_curve.png", plt))
+    paths.append(save_figure(fig, out_dir / "training_curve.png", plt))
     return paths
 
 
-def _save(fig: Any, path: Path, plt: Any) -> Path:
+def save_figure(fig: Any, path: Path, plt: Any) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -100,7 +100,7 @@ PAIRS = Aggregate(
 )
 CUSTOMER_CATEGORIES = Aggregate(
     name="customer_categories",
-    keys=("customer_id", "top_category"),
+    keys=("customer_id", "category"),
     measures=("interactions",),
     windows=(AFFINITY_WINDOW,),
     drop_empty=True,
@@ -113,6 +113,14 @@ def _cents(column: "Column") -> "Column":
     from pyspark.sql import functions as F
 
     return F.round(column * F.lit(100)).cast("long")
+
+
+def category_key(path: "Column") -> "Column":
+    """A category path as a key: trimmed, lower case, ``unknown`` when empty."""
+    from pyspark.sql import functions as F
+
+    key = F.lower(F.trim(F.coalesce(path, F.lit(""))))
+    return F.when(key == "", F.lit(UNKNOWN)).otherwise(key)
 
 
 def top_category(path: "Column") -> "Column":
@@ -193,12 +201,12 @@ def daily_aggregates(events: "DataFrame", orders: "DataFrame", products: "DataFr
     )
     pairs = _zero_filled(pair_events.join(pair_orders, ["customer_id", "product_id", DAY], "full"), PAIRS)
 
-    catalogue = products.select("product_id", DAY, top_category(F.col("category_path")).alias("top_category"))
+    catalogue = products.select("product_id", DAY, category_key(F.col("category_path")).alias("category"))
     categories = (
         ev.where(F.col("product_id").isNotNull() & (F.col("event_type") != "search"))
         .join(catalogue, ["product_id", DAY], "left")
-        .withColumn("top_category", F.coalesce("top_category", F.lit(UNKNOWN)))
-        .groupBy("customer_id", "top_category", DAY)
+        .withColumn("category", F.coalesce("category", F.lit(UNKNOWN)))
+        .groupBy("customer_id", "category", DAY)
         .agg(F.count(F.lit(1)).cast("long").alias("interactions"))
     )
     return {

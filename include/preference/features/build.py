@@ -295,6 +295,16 @@ def _finish(frame: "DataFrame", key: list[str], features: tuple[spec.Feature, ..
     return frame.select(*columns)
 
 
+def by_top_category(categories: "DataFrame") -> "DataFrame":
+    """``state_customer_categories`` (per full category path) summed per top category."""
+    from pyspark.sql import functions as F
+
+    window = f"interactions_{spec.AFFINITY_WINDOW}d"
+    return categories.groupBy("customer_id", top_category(F.col("category")).alias("top_category")).agg(
+        F.sum(window).alias(window)
+    )
+
+
 def customer_features(
     state: "DataFrame", categories: "DataFrame", snapshot: "DataFrame", as_of: dt.date
 ) -> "DataFrame":
@@ -302,19 +312,41 @@ def customer_features(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    ranked = categories.withColumn(
-        "rank",
-        F.row_number().over(
-            Window.partitionBy("customer_id").orderBy(F.desc(f"interactions_{spec.AFFINITY_WINDOW}d"), "top_category")
-        ),
-    ).withColumn("total", F.sum(f"interactions_{spec.AFFINITY_WINDOW}d").over(Window.partitionBy("customer_id")))
+    interactions = f"interactions_{spec.AFFINITY_WINDOW}d"
+    per_customer = Window.partitionBy("customer_id")
+    ranked = (
+        by_top_category(categories)
+        .withColumn(
+            "rank",
+            F.row_number().over(per_customer.orderBy(F.desc(interactions), "top_category")),
+        )
+        .withColumn("total", F.sum(interactions).over(per_customer))
+    )
     top = ranked.where(F.col("rank") == 1).select(
         "customer_id",
         F.col("top_category").alias("customer_top_category"),
-        _ratio(F.col(f"interactions_{spec.AFFINITY_WINDOW}d"), F.col("total")).alias("customer_top_category_share"),
+        _ratio(F.col(interactions), F.col("total")).alias("customer_top_category_share"),
+    )
+    # Shares over full category paths (the level at which tastes differ), hashed to fixed buckets.
+    buckets = F.pmod(F.hash("category"), F.lit(spec.CATEGORY_BUCKETS))
+    shares = (
+        categories.withColumn("total", F.sum(interactions).over(per_customer))
+        .withColumn("_bucket", buckets)
+        .groupBy("customer_id")
+        .pivot("_bucket", list(range(spec.CATEGORY_BUCKETS)))
+        .agg(F.sum(_ratio(F.col(interactions), F.col("total"))))
+    )
+    shares = shares.select(
+        "customer_id",
+        *(
+            F.coalesce(F.col(str(b)), F.lit(0.0)).alias(f"customer_category_share_b{b}")
+            for b in range(spec.CATEGORY_BUCKETS)
+        ),
     )
     record = snapshot.select("customer_id", "first_seen", "country", "age_band")
-    joined = record.join(state, "customer_id", "full").join(top, "customer_id", "left")
+    joined = (
+        record.join(state, "customer_id", "full").join(top, "customer_id", "left").join(shares, "customer_id", "left")
+    )
     first = F.coalesce(F.col("first_seen"), F.col("first_day"))
     columns = {
         "customer_recency_days": _days_since(F.col("last_order_day"), as_of),
@@ -339,6 +371,7 @@ def customer_features(
         "customer_id",
         "customer_top_category",
         "customer_top_category_share",
+        *(f"customer_category_share_b{b}" for b in range(spec.CATEGORY_BUCKETS)),
         *(value.alias(name) for name, value in columns.items()),
     )
     return _finish(frame, ["customer_id"], spec.CUSTOMER_FEATURES)
@@ -398,8 +431,9 @@ def pair_features(
     from pyspark.sql import functions as F
 
     window = f"interactions_{spec.AFFINITY_WINDOW}d"
-    totals = categories.groupBy("customer_id").agg(F.sum(window).alias("category_total"))
-    affinity = categories.join(totals, "customer_id").select(
+    tops = by_top_category(categories)
+    totals = tops.groupBy("customer_id").agg(F.sum(window).alias("category_total"))
+    affinity = tops.join(totals, "customer_id").select(
         "customer_id",
         F.col("top_category").alias("product_top_category"),
         _ratio(F.col(window), F.col("category_total")).alias("affinity"),

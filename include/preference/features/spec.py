@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow as pa
 
-SPEC_VERSION = 1
+SPEC_VERSION = 3
+# A customer's 90-day interactions split over full category paths hashed into this many buckets: a
+# fixed-width description of what the customer likes, whatever the catalogue's categories are.
+CATEGORY_BUCKETS = 32
 WINDOWS = (7, 30, 90)
 AFFINITY_WINDOW = 90
 BUYER_WINDOW = 30
@@ -93,6 +96,15 @@ CUSTOMER_FEATURES: tuple[Feature, ...] = (
     Feature("customer_view_price_90d", "customer", "numeric", "log1p", "mean price of viewed products, 90 days"),
     Feature("customer_order_price_90d", "customer", "numeric", "log1p", "mean unit price ordered, 90 days"),
     Feature("customer_top_category_share", "customer", "numeric", description="share of 90-day interactions"),
+    *(
+        Feature(
+            f"customer_category_share_b{bucket}",
+            "customer",
+            "numeric",
+            description=f"share of 90-day interactions in categories hashing to bucket {bucket}",
+        )
+        for bucket in range(CATEGORY_BUCKETS)
+    ),
     Feature("customer_country", "customer", "categorical", description="country on the customer record"),
     Feature("customer_age_band", "customer", "categorical", description="age band on the customer record"),
     Feature("customer_top_category", "customer", "categorical", description="most-interacted top category, 90d"),

@@ -186,6 +186,7 @@ def run_training_job(
             score_champion,
             backfill=backfill,
             lock_dir=settings.local_dir / "locks",
+            day=day,
         )
         champion = current_champion(client, name)
         summary = {
@@ -193,6 +194,7 @@ def run_training_job(
             "model": name,
             "version": logged.version,
             "mlflow_run_id": logged.run_id,
+            "mlflow_experiment_id": logged.experiment_id,
             "champion_version": str(champion.version) if champion is not None else None,
             "gate": decision.to_dict(),
             "holdout": metrics,
@@ -204,15 +206,30 @@ def run_training_job(
                 {key: r[key] for key in ("task_index", "resumed_from_epoch", "weights_sha256")} for r in results
             ],
         }
-        parts = [PartFile(f"plots/{p.name}", p.read_bytes()) for p in plots]
-        parts.append(PartFile("summary.json", json.dumps(summary, indent=2, sort_keys=True).encode()))
-        publish_files(
-            store,
-            PartitionRef("reports", "training", day),
-            parts,
-            run_id=run_id,
-            code_version=settings.code_version,
-            upstream=upstream,
-            extra={"version": logged.version, "promoted": decision.promote},
-        )
+        publish_training_report(store, settings, day, summary, plots, run_id=run_id, upstream=upstream)
     return summary
+
+
+def publish_training_report(
+    store: ObjectStore,
+    settings: Settings,
+    day: dt.date,
+    summary: dict[str, Any],
+    plots: list[Any],
+    *,
+    run_id: str,
+    upstream: list[dict[str, Any]],
+) -> None:
+    """``reports/training/dt=D/``: ``summary.json`` (version, champion, gate, holdout metrics of the
+    model and the baselines, MLflow run id) and the evaluation plots."""
+    parts = [PartFile(f"plots/{p.name}", p.read_bytes()) for p in plots]
+    parts.append(PartFile("summary.json", json.dumps(summary, indent=2, sort_keys=True).encode()))
+    publish_files(
+        store,
+        PartitionRef("reports", "training", day),
+        parts,
+        run_id=run_id,
+        code_version=settings.code_version,
+        upstream=upstream,
+        extra={"version": summary["version"], "promoted": summary["gate"].get("promote")},
+    )

@@ -23,7 +23,7 @@ TABLES = (
 
 def read(root: Path, table: str, day: dt.date) -> pd.DataFrame:
     frame = pq.read_table(partition_dir(root, "features", table, day)).to_pandas()
-    keys = [c for c in ("customer_id", "product_id", "top_category") if c in frame.columns]
+    keys = [c for c in ("customer_id", "product_id", "category") if c in frame.columns]
     return frame.sort_values(keys).reset_index(drop=True)
 
 

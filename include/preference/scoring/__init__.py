@@ -1,0 +1,1 @@
+"""Batch scoring with the champion: embeddings, propensities and top-K recommendations in Spark."""

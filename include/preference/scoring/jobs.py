@@ -1,0 +1,176 @@
+"""The scoring tasks: product embeddings, then customer embeddings, propensities and top-K.
+
+Both score with the model that was ``champion`` on the logical date (see
+:func:`include.preference.registry.champion_as_of`), so a backfill scores past dates with the model
+of that time. Every output row carries ``model_version`` and ``input_manifests`` (the digests of
+the feature partitions it was computed from); the manifests record the same and the model URI.
+Outputs, all under ``scores/<output>/dt=D/``:
+
+* ``product_embeddings``: product_id, embedding (``product_features``);
+* ``customer_embeddings``: customer_id, embedding (``customer_features``), every customer;
+* ``propensities``: every retrieved candidate of every active customer, with its source;
+* ``recommendations``: the top ``PREFERENCE_RECOMMENDATIONS_K`` candidates per active customer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from include.preference.config import Settings
+from include.preference.scoring.handle import ModelHandle
+from include.preference.storage import (
+    ObjectStore,
+    PartitionRef,
+    publish_directory,
+    require_manifest,
+    scratch_directory,
+    stage_partition,
+    upstream_entry,
+)
+
+log = logging.getLogger(__name__)
+
+SCORES = "scores"
+FEATURES = "features"
+
+
+def champion_handle(settings: Settings, day: dt.date) -> ModelHandle | None:
+    """The model that was champion on ``day``, or None when no model was champion yet."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from include.preference.registry import champion_as_of, model_name
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    name = model_name()
+    version = champion_as_of(MlflowClient(settings.mlflow_tracking_uri), name, day)
+    if version is None:
+        return None
+    return ModelHandle(
+        uri=f"models:/{name}/{version.version}",
+        version=str(version.version),
+        tracking_uri=settings.mlflow_tracking_uri,
+        name=name,
+    )
+
+
+def _stage(store: ObjectStore, layer: str, table: str, day: dt.date, root: Path, upstream: list) -> Path:
+    ref = PartitionRef(layer, table, day)
+    manifest = require_manifest(store, ref)
+    upstream.append(upstream_entry(store, ref, manifest))
+    return stage_partition(store, ref, root, manifest)
+
+
+def _tags(handle: ModelHandle, upstream: list[dict[str, Any]]) -> dict[str, str]:
+    manifests = {entry["uri"]: entry["sha256"] for entry in upstream}
+    return {"model_version": handle.version, "input_manifests": json.dumps(manifests, sort_keys=True)}
+
+
+def _publish(store, settings, table, day, directory, run_id, upstream, handle, extra=None) -> int:
+    manifest = publish_directory(
+        store,
+        PartitionRef(SCORES, table, day),
+        directory,
+        run_id=run_id,
+        code_version=settings.code_version,
+        upstream=upstream,
+        extra={"model_version": handle.version, "model_uri": handle.uri, **(extra or {})},
+    )
+    return int(manifest.row_count or 0)
+
+
+def run_product_scoring(
+    store: ObjectStore, settings: Settings, day: dt.date, *, run_id: str, handle: ModelHandle | None = None
+) -> dict[str, Any]:
+    """Publish ``scores/product_embeddings/dt=day`` (``{"skipped": reason}`` without a champion)."""
+    from include.preference.features.build import write_table
+    from include.preference.scoring.batch import PRODUCT, embeddings
+    from include.preference.spark import spark_session
+
+    handle = handle or champion_handle(settings, day)
+    if handle is None:
+        return {"date": day.isoformat(), "skipped": f"no model was champion on {day}"}
+    with scratch_directory(settings.scratch_dir, f"score-products-{day}") as root:
+        upstream: list[dict[str, Any]] = []
+        products = _stage(store, FEATURES, "products", day, root, upstream)
+        spark = spark_session("score_products", reuse_workers=True)
+        frame = spark.read.parquet(str(products))
+        out = root / "out" / "product_embeddings"
+        write_table(embeddings(frame, handle, "product", _tags(handle, upstream)), out, [PRODUCT])
+        rows = _publish(store, settings, "product_embeddings", day, out, run_id, upstream, handle)
+    return {"date": day.isoformat(), "model_version": handle.version, "product_embeddings": rows}
+
+
+def run_customer_scoring(
+    store: ObjectStore, settings: Settings, day: dt.date, *, run_id: str, handle: ModelHandle | None = None
+) -> dict[str, Any]:
+    """Publish the day's customer embeddings, candidate propensities and top-K recommendations.
+
+    Needs ``scores/product_embeddings/dt=day`` from the same model version (retrieval uses them).
+    """
+    from include.preference.errors import PartitionNotFound
+    from include.preference.features import spec
+    from include.preference.features.build import pair_features, write_table
+    from include.preference.scoring import batch
+    from include.preference.spark import spark_session
+    from include.preference.storage import read_manifest
+
+    handle = handle or champion_handle(settings, day)
+    if handle is None:
+        return {"date": day.isoformat(), "skipped": f"no model was champion on {day}"}
+    embedded = read_manifest(store, PartitionRef(SCORES, "product_embeddings", day))
+    if embedded is None or embedded.extra.get("model_version") != handle.version:
+        found = None if embedded is None else embedded.extra.get("model_version")
+        raise PartitionNotFound(
+            f"scores/product_embeddings/dt={day} must come from model version {handle.version} "
+            f"(found {found or 'none'}); run score_products for {day} first"
+        )
+    with scratch_directory(settings.scratch_dir, f"score-customers-{day}") as root:
+        upstream: list[dict[str, Any]] = []
+        paths = {
+            table: _stage(store, FEATURES, table, day, root, upstream)
+            for table in ("customers", "products", "state_pairs", "state_customer_categories")
+        }
+        paths["product_embeddings"] = _stage(store, SCORES, "product_embeddings", day, root, upstream)
+        spark = spark_session("score_customers", reuse_workers=True)
+        read = {table: spark.read.parquet(str(path)) for table, path in paths.items()}
+        tags = _tags(handle, upstream)
+        out = root / "out"
+        counts = {}
+        counts["customer_embeddings"] = write_table(
+            batch.embeddings(read["customers"], handle, "customer", tags), out / "customer_embeddings", [batch.CUSTOMER]
+        )
+
+        active = batch.active_customers(read["customers"], settings.active_days)
+        neighbours = batch.product_neighbours(read["product_embeddings"])
+        candidates = batch.candidates(
+            active, read["state_pairs"], read["state_customer_categories"], read["products"], neighbours
+        )
+        pairs = pair_features(
+            candidates, read["state_pairs"], read["state_customer_categories"], read["customers"], read["products"], day
+        )
+        rows = (
+            candidates.join(read["customers"], batch.CUSTOMER)
+            .join(read["products"], batch.PRODUCT)
+            .join(pairs, [batch.CUSTOMER, batch.PRODUCT])
+            .select(batch.CUSTOMER, batch.PRODUCT, "source", *(f.name for f in spec.FEATURES))
+        )
+        keys = [batch.CUSTOMER, batch.PRODUCT]
+        counts["propensities"] = write_table(
+            batch.propensities(rows, handle, tags, keep=("source",)), out / "propensities", keys
+        )
+        scored = spark.read.parquet(str(out / "propensities"))
+        counts["recommendations"] = write_table(
+            batch.top_k(scored, settings.recommendations_k),
+            out / "recommendations",
+            [batch.CUSTOMER],
+            order=[batch.CUSTOMER, "rank"],
+        )
+        extra = {"k": settings.recommendations_k, "active_days": settings.active_days}
+        for table in ("customer_embeddings", "propensities", "recommendations"):
+            _publish(store, settings, table, day, out / table, run_id, upstream, handle, extra)
+    return {"date": day.isoformat(), "model_version": handle.version, **counts}

@@ -1,0 +1,185 @@
+"""The plugin's FastAPI app: a JSON API and two HTML pages over the published outputs.
+
+Mounted by ``plugins/customer_preference.py`` in Airflow's API server under ``/preference``:
+
+* ``api/customers/{customer_id}``: value tier, segment, top-K recommendations with propensities,
+  model version and data dates (404 for an unknown customer, 422 for a malformed id or date);
+* ``api/segments/{entity}``: cluster sizes and shares per day and the latest migration;
+* ``api/value-tiers``, ``api/model`` (the champion's holdout metrics against the baselines),
+  ``api/runs/{date}`` (links to the day's validation Data Docs and MLflow training run);
+* ``plots/{kind}/{entity}.png`` and ``data-docs/{date}/{path}``: published files, served only
+  when a partition manifest lists them;
+* ``ui/`` (dashboard) and ``ui/customers/{customer_id}`` (customer page), HTML with every string
+  from the data escaped.
+
+Airflow does not authenticate plugin apps: every route here depends on Airflow's own ``get_user``
+(the UI's ``_token`` cookie or an ``Authorization: Bearer`` token from ``/auth/token``), so an
+anonymous call gets 401. The OpenAPI description is at ``openapi.json`` (``docs`` renders it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from include.preference.webapp.outputs import CUSTOMER_ID, PLOTS, File, Outputs
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).with_name("templates")
+Entity = Literal["customers", "products"]
+CustomerId = Annotated[
+    str,
+    PathParam(
+        pattern=CUSTOMER_ID.pattern,
+        max_length=64,
+        description="customer id: 1-64 letters, digits, '_', '.', ':' or '-'",
+        examples=["C00042"],
+    ),
+]
+AsOf = Annotated[dt.date | None, Query(alias="date", description="as of this date (default: latest published)")]
+
+
+async def airflow_user(request: Request) -> Any:
+    """The caller as Airflow's API server authenticates it (401 when anonymous or invalid)."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user, oauth2_scheme
+
+    token = await oauth2_scheme(request)
+    bearer = await bearer_scheme(request)
+    return await get_user(request, token, bearer)
+
+
+def default_outputs() -> Outputs:
+    """Outputs of the lake configured in the environment (the same settings the tasks read)."""
+    from include.preference.config import load_settings
+    from include.preference.tasks import open_store
+
+    settings = load_settings()
+    return Outputs(open_store(settings), settings.mlflow_tracking_uri)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html"], default_for_string=True, default=True),
+    )
+
+
+def render(template: str, **context: Any) -> str:
+    """A page from ``templates/`` with autoescaping on: data strings cannot inject markup."""
+    return _environment().get_template(template).render(**context)
+
+
+def _base(request: Request) -> str:
+    """The app's own path prefix (where Airflow mounted it), for links between its pages."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def _file_response(found: File | None, what: str) -> Response:
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"{what} is not published")
+    return Response(content=found.content, media_type=found.media_type)
+
+
+def lake(request: Request) -> Outputs:
+    """The app's lake reader, built on first use."""
+    state = request.app.state
+    if state.outputs is None:
+        state.outputs = state.outputs_factory()
+    return state.outputs
+
+
+Lake = Annotated[Outputs, Depends(lake)]
+
+
+def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
+    """The app; ``outputs`` gives the lake reader (built once, on first use)."""
+    app = FastAPI(
+        title="Customer preference",
+        version="1",
+        description="Customers, segments, value tiers and the champion model, from the published outputs.",
+        dependencies=[Depends(airflow_user)],
+    )
+    app.state.outputs_factory = outputs
+    app.state.outputs = None
+
+    @app.get("/api/customers/{customer_id}", tags=["customers"], summary="One customer's tier, segment and top-K")
+    def customer(customer_id: CustomerId, store: Lake, day: AsOf = None) -> dict[str, Any]:
+        found = store.customer(customer_id, day)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"customer {customer_id} is in no published output")
+        return found
+
+    @app.get("/api/segments/{entity}", tags=["segments"], summary="Cluster sizes per day and the latest migration")
+    def segments(entity: Entity, store: Lake) -> dict[str, Any]:
+        return {"entity": entity, "history": store.segment_history(entity), "migration": store.migration(entity)}
+
+    @app.get("/api/value-tiers", tags=["segments"], summary="RFM value tier sizes")
+    def value_tiers(store: Lake, day: AsOf = None) -> dict[str, Any]:
+        found = store.value_tiers(day)
+        if found is None:
+            raise HTTPException(status_code=404, detail="no value tiers are published")
+        return found
+
+    @app.get("/api/model", tags=["model"], summary="The champion's holdout metrics against the baselines")
+    def model(store: Lake) -> dict[str, Any]:
+        found = store.champion()
+        if found is None:
+            raise HTTPException(status_code=404, detail="no training report is published")
+        return found
+
+    @app.get("/api/runs/{day}", tags=["runs"], summary="Links to a day's validation Data Docs and MLflow run")
+    def run_links(day: dt.date, store: Lake) -> dict[str, Any]:
+        return store.run_links(day)
+
+    @app.get("/plots/{kind}/{entity}.png", tags=["files"], summary="A published plot", response_class=Response)
+    def plot(
+        kind: Literal["tsne", "sizes", "migration", "rfm"], entity: Entity, store: Lake, day: AsOf = None
+    ) -> Response:
+        return _file_response(store.plot(kind, entity, day), f"plot {kind} of {entity}")
+
+    @app.get("/data-docs/{day}/{path:path}", tags=["files"], summary="The day's validation Data Docs")
+    def data_docs(day: dt.date, path: str, store: Lake) -> Response:
+        return _file_response(store.data_docs(day, path), f"Data Docs file {path!r} of {day}")
+
+    @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard(request: Request, store: Lake) -> str:
+        history = {entity: store.segment_history(entity) for entity in ("customers", "products")}
+        days = sorted(
+            {d for d in store.dates("segments", "customers")} | {d for d in store.dates("scores", "recommendations")}
+        )
+        return render(
+            "dashboard.html",
+            champion=store.champion(),
+            history=history,
+            migration={entity: store.migration(entity) for entity in history},
+            tiers=store.value_tiers(),
+            runs=[store.run_links(d) for d in reversed(days[-7:])],
+            plots=PLOTS,
+            base=_base(request),
+        )
+
+    @app.get("/ui/customers", include_in_schema=False)
+    def find_customer(
+        request: Request, customer_id: Annotated[str, Query(pattern=CUSTOMER_ID.pattern, max_length=64)]
+    ) -> Response:
+        return RedirectResponse(url=f"{_base(request)}/ui/customers/{customer_id}", status_code=303)
+
+    @app.get("/ui/customers/{customer_id}", response_class=HTMLResponse, include_in_schema=False)
+    def customer_page(request: Request, customer_id: CustomerId, store: Lake, day: AsOf = None) -> HTMLResponse:
+        found = store.customer(customer_id, day)
+        page = render("customer.html", customer_id=customer_id, customer=found, base=_base(request))
+        return HTMLResponse(page, status_code=200 if found is not None else 404)
+
+    return app

@@ -1,0 +1,323 @@
+"""The plugin's API and pages against real published outputs: two days of the synthetic chain
+scored, segmented and tiered by the real tasks in a real S3 bucket, a validation report with Data
+Docs from the real validation task, and a training report for the registered champion."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from include.preference import tasks
+from include.preference.storage import PartitionRef, publish_directory, read_table
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+FEATURE_TABLES = ("customers", "products", "state_pairs", "state_customer_categories")
+
+
+@pytest.fixture(scope="module")
+def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from include.preference.config import load_settings
+    from include.preference.model import load_model, predict_frame
+    from include.preference.registry import CHAMPION, CHAMPION_SINCE, decide
+    from include.preference.training.jobs import baseline_scores, holdout_scores, publish_training_report
+    from tests.conftest import make_store
+
+    store = make_store(s3_service)
+    local = tmp_path_factory.mktemp("webapp-local")
+    name = f"webapp-{local.name[-8:]}".replace("_", "-")
+    day = training_sets["holdout"]
+    next_day = day + dt.timedelta(days=1)
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in s3_service.client_env().items():
+            env.setenv(key, value)
+        env.setenv("PREFERENCE_BUCKET", store.bucket)
+        env.setenv("MLFLOW_TRACKING_URI", mlflow_service.mlflow_uri)
+        env.setenv("PREFERENCE_LOCAL_DIR", str(local))
+        env.setenv("PREFERENCE_MODEL_NAME", name)
+        env.setenv("PREFERENCE_SEGMENT_SAMPLE_PER_STRATUM", "120")
+        for d in (day, next_day):
+            for table in FEATURE_TABLES:
+                folder = training_sets["root"] / "features" / table / f"dt={d.isoformat()}"
+                publish_directory(store, PartitionRef("features", table, d), folder, run_id="t", code_version="t")
+
+        # The champion, registered in MLflow, and its training report (holdout metrics on the
+        # holdout anchor's examples, computed by the training job's own functions).
+        mlflow.set_tracking_uri(mlflow_service.mlflow_uri)
+        model = load_model(small_model)
+        with mlflow.start_run() as run:
+            info = mlflow.keras.log_model(model, name="model")
+        version = mlflow.register_model(info.model_uri, name)
+        client = MlflowClient()
+        client.set_model_version_tag(name, version.version, CHAMPION_SINCE, day.isoformat())
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+        holdout = training_sets["frame"](day)
+        metrics = holdout_scores(holdout, predict_frame(model, holdout), 10)
+        baselines = baseline_scores(holdout, 10)
+        gate = decide(metrics["recall_at_k"], None, {b: v["recall_at_k"] for b, v in baselines.items()}, backfill=False)
+        summary = {
+            "date": day.isoformat(),
+            "model": name,
+            "version": str(version.version),
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_experiment_id": run.info.experiment_id,
+            "champion_version": str(version.version),
+            "gate": gate.to_dict(),
+            "holdout": metrics,
+            "baselines": baselines,
+        }
+        publish_training_report(store, load_settings(), day, summary, [], run_id="t", upstream=[])
+
+        # A landed and validated day: its Data Docs.
+        tasks.land_raw_data(day, run_id="t", generator={"customers": 60, "products": 20, "sessions_per_day": 30})
+        tasks.validate_raw_data(day, run_id="t")
+
+        for d in (day, next_day):
+            tasks.compute_rfm(d, run_id="t")
+            tasks.score_products(d, run_id="t")
+            tasks.score_customers(d, run_id="t")
+            for entity in ("customers", "products"):
+                tasks.refresh_segments(d, entity, run_id="t")
+                tasks.assign_segments(d, entity, run_id="t")
+        yield {
+            "store": store,
+            "day": day,
+            "next_day": next_day,
+            "version": str(version.version),
+            "run_id": run.info.run_id,
+            "experiment_id": run.info.experiment_id,
+            "mlflow_uri": mlflow_service.mlflow_uri,
+            "runtime": dataclasses.replace(s3_service, bucket=store.bucket),
+        }
+
+
+@pytest.fixture(scope="module")
+def api(published):
+    from fastapi.testclient import TestClient
+
+    from include.preference.webapp.app import airflow_user, create_app
+    from include.preference.webapp.outputs import Outputs
+
+    app = create_app(lambda: Outputs(published["store"], published["mlflow_uri"]))
+    # Authentication is Airflow's (tested against the real API server below); here the data.
+    app.dependency_overrides[airflow_user] = lambda: "tester"
+    with TestClient(app) as client:
+        yield client
+
+
+def _customer_rows(published, table: str, day: dt.date, customer_id: str) -> list[dict[str, Any]]:
+    import pyarrow.compute as pc
+
+    frame = read_table(published["store"], PartitionRef(*table.split("/"), day))
+    return frame.filter(pc.equal(frame.column("customer_id"), customer_id)).to_pylist()
+
+
+def test_customer_lookup_returns_the_published_tier_segment_and_recommendations(published, api):
+    day = published["next_day"]
+    recommendations = read_table(published["store"], PartitionRef("scores", "recommendations", day)).to_pandas()
+    customer_id = sorted(recommendations["customer_id"].unique())[0]
+    answer = api.get(f"/api/customers/{customer_id}")
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    expected = recommendations[recommendations["customer_id"] == customer_id].sort_values("rank")
+    assert [r["product_id"] for r in body["recommendations"]] == expected["product_id"].tolist()
+    assert [r["rank"] for r in body["recommendations"]] == list(range(1, len(expected) + 1))
+    assert [round(r["propensity"], 6) for r in body["recommendations"]] == [
+        round(float(p), 6) for p in expected["propensity"]
+    ]
+    assert body["model_version"] == published["version"]
+    assert body["recommendations_date"] == day.isoformat()
+    (tier,) = _customer_rows(published, "segments/rfm", day, customer_id)
+    assert body["value_tier"]["tier"] == tier["tier"] and body["value_tier"]["date"] == day.isoformat()
+    (segment,) = _customer_rows(published, "segments/customers", day, customer_id)
+    assert body["segment"]["cluster_id"] == segment["cluster_id"]
+
+    # As of the first day: that day's outputs.
+    earlier = api.get(f"/api/customers/{customer_id}", params={"date": published["day"].isoformat()}).json()
+    assert earlier["recommendations_date"] == published["day"].isoformat()
+
+
+def test_bad_input_gets_404_or_422_and_never_reaches_another_key(published, api):
+    assert api.get("/api/customers/C99999999").status_code == 404
+    for malformed in ("not a customer", "x" * 65, "-leading-dash", "C1;rm -rf"):
+        assert api.get(f"/api/customers/{malformed}").status_code == 422, malformed
+    assert api.get("/api/customers/C1", params={"date": "2025-13-01"}).status_code == 422
+    assert api.get("/api/segments/users").status_code == 422
+    assert api.get("/plots/tsne/../../raw.png").status_code == 404
+    docs = f"/data-docs/{published['day'].isoformat()}"
+    index = api.get(f"{docs}/index.html")
+    assert index.status_code == 200 and index.headers["content-type"].startswith("text/html")
+    assert "Validation" in index.text or "validation" in index.text
+    for escape in ("../../raw/events/_MANIFEST.json", "%2e%2e/%2e%2e/raw/events/_MANIFEST.json", "/etc/passwd"):
+        assert api.get(f"{docs}/{escape}").status_code == 404, escape
+
+
+def test_segments_tiers_model_and_run_links(published, api):
+    segments = api.get("/api/segments/customers").json()
+    assert [h["date"] for h in segments["history"]] == [published["day"].isoformat(), published["next_day"].isoformat()]
+    for day in segments["history"]:
+        assert abs(sum(c["share"] for c in day["clusters"]) - 1.0) < 1e-9
+    assert segments["migration"]["date"] == published["next_day"].isoformat()
+    tiers = api.get("/api/value-tiers").json()
+    rfm = read_table(published["store"], PartitionRef("segments", "rfm", published["next_day"])).to_pandas()
+    assert tiers["tiers"] == {k: int(v) for k, v in rfm["tier"].value_counts().items() if v} | {
+        k: 0 for k in tiers["tiers"] if k not in set(rfm["tier"])
+    }
+    model = api.get("/api/model").json()
+    assert model["champion_version"] == published["version"]
+    assert {"popularity", "buy_again"} <= set(model["baselines"])
+    assert model["holdout"]["recall_at_k"] >= 0 and "reason" in model["gate"]
+    run_page = f"{published['mlflow_uri']}/#/experiments/{published['experiment_id']}/runs/{published['run_id']}"
+    assert model["mlflow_run_url"] == run_page
+    links = api.get(f"/api/runs/{published['day'].isoformat()}").json()
+    assert links["data_docs"].endswith("index.html") and links["mlflow_run_id"] == published["run_id"]
+    assert api.get(f"/api/runs/{published['next_day'].isoformat()}").json()["data_docs"] is None
+    png = api.get("/plots/tsne/customers.png")
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pages_show_the_data_and_the_api_is_documented(published, api):
+    page = api.get("/ui")
+    assert page.status_code == 200
+    assert f'id="champion-version">{published["version"]}<' in page.text
+    assert "Customers segments" in page.text and "RFM value tiers" in page.text
+    customer_id = read_table(published["store"], PartitionRef("scores", "recommendations", published["next_day"]))[
+        "customer_id"
+    ][0].as_py()
+    found = api.get(f"/ui/customers/{customer_id}")
+    assert found.status_code == 200 and f'<span id="customer-id">{customer_id}</span>' in found.text
+    assert api.get("/ui/customers/C99999999").status_code == 404
+    spec = api.get("/openapi.json").json()
+    lookup = spec["paths"]["/api/customers/{customer_id}"]["get"]
+    assert "422" in lookup["responses"] and lookup["parameters"][0]["schema"]["pattern"]
+
+
+@pytest.mark.unit
+def test_strings_from_the_data_are_escaped_in_pages():
+    from include.preference.webapp.app import render
+
+    hostile = '<script>alert("x")</script>'
+    page = render(
+        "customer.html",
+        customer_id="C1",
+        base="",
+        customer={
+            "customer_id": "C1",
+            "model_version": hostile,
+            "recommendations_date": "2025-01-01",
+            "value_tier": None,
+            "segment": None,
+            "recommendations": [{"rank": 1, "product_id": hostile, "propensity": 0.5, "source": hostile}],
+        },
+    )
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+@pytest.fixture(scope="module")
+def airflow(published) -> Iterator[Any]:
+    """Airflow's real API server (standalone) on the published bucket, with the plugin loaded."""
+    from include.preference.services import ServiceManager
+
+    runtime = published["runtime"]
+    manager = ServiceManager(runtime)
+    manager.start("airflow")
+    try:
+        yield runtime
+    finally:
+        manager.stop("airflow")
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_airflow_serves_the_plugin_only_to_authenticated_callers(published, airflow):
+    from include.preference.airflow_client import AirflowClient
+    from include.preference.services import ADMIN_USER
+
+    base = f"{airflow.airflow_url}/preference"
+    assert _get(f"{base}/api/model")[0] == 401
+    assert _get(f"{base}/ui")[0] == 401
+    assert _get(f"{base}/api/model", token="not-a-token")[0] in (401, 403)  # Airflow: invalid JWT -> 403
+    token = AirflowClient(airflow.airflow_url, ADMIN_USER, airflow.admin_password).token()
+    status, body = _get(f"{base}/api/model", token)
+    assert status == 200, body
+    assert json.loads(body)["champion_version"] == published["version"]
+    status, body = _get(f"{airflow.airflow_url}/api/v2/plugins", token)
+    assert status == 200 and "customer_preference" in body.decode()
+
+
+def test_browser_logs_in_and_reads_the_dashboard_and_a_customer(published, airflow):
+    """Headless Chromium (Debian's, through chromedriver): log in to Airflow, open the plugin's
+    view from Airflow's navigation, then a customer's page; screenshots are kept."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from include.preference.services import ADMIN_USER, PROJECT_ROOT
+
+    shots = PROJECT_ROOT / ".local" / "test-artifacts"
+    shots.mkdir(parents=True, exist_ok=True)
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(f"{airflow.airflow_url}/")
+        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(ADMIN_USER)
+        driver.find_element(By.NAME, "password").send_keys(airflow.admin_password)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait.until(lambda d: any(c["name"] == "_token" for c in d.get_cookies()))
+
+        # The plugin's entry in Airflow's UI: the dashboard inside Airflow's page.
+        driver.get(f"{airflow.airflow_url}/plugin/customer-preference")
+        frame = wait.until(ec.presence_of_element_located((By.TAG_NAME, "iframe")))
+        driver.switch_to.frame(frame)
+        version = wait.until(ec.presence_of_element_located((By.ID, "champion-version")))
+        assert version.text == published["version"]
+        assert "Customers segments" in driver.find_element(By.TAG_NAME, "body").text
+        driver.switch_to.default_content()
+        driver.save_screenshot(str(shots / "dashboard.png"))
+
+        # A customer, looked up through the dashboard's form.
+        recommendations = read_table(
+            published["store"], PartitionRef("scores", "recommendations", published["next_day"])
+        )
+        customer_id = recommendations["customer_id"][0].as_py()
+        driver.get(f"{airflow.airflow_url}/preference/ui")
+        box = wait.until(ec.presence_of_element_located((By.NAME, "customer_id")))
+        box.send_keys(customer_id)
+        box.submit()
+        wait.until(ec.presence_of_element_located((By.ID, "recommendations")))
+        assert driver.find_element(By.ID, "customer-id").text == customer_id
+        rows = driver.find_elements(By.CSS_SELECTOR, "#recommendations tr")
+        expected = recommendations.to_pandas()
+        assert len(rows) - 1 == int((expected["customer_id"] == customer_id).sum())
+        assert driver.find_element(By.ID, "model-version").text == published["version"]
+        driver.save_screenshot(str(shots / "customer.png"))
+    finally:
+        driver.quit()
+    assert (shots / "dashboard.png").stat().st_size > 10_000
+    print(f"screenshots: {shots}/dashboard.png, {shots}/customer.png")

@@ -35,6 +35,7 @@ class DemoResult:
     runs: dict[str, list[dict[str, Any]]]
     partitions: list[tuple[str, str, str, str]]
     seconds: float
+    example_customer: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,7 +89,19 @@ def run_demo(runtime: Runtime, days: int = 3, end: dt.date | None = None) -> Dem
         if backfill is not None:
             client.wait_for_backfill(int(backfill["id"]))
         runs[dag_id] = client.wait_for_runs(dag_id, start, end, expected=days)
-    return DemoResult(runs, published_partitions(store_for(runtime)), time.monotonic() - started)
+    store = store_for(runtime)
+    return DemoResult(runs, published_partitions(store), time.monotonic() - started, example_customer(store))
+
+
+def example_customer(store: ObjectStore) -> str | None:
+    """A customer with recommendations in the latest scored day (for the summary's link), if any."""
+    from include.preference.storage import read_table
+
+    days = list_partitions(store, "scores", "recommendations")
+    if not days:
+        return None
+    ids = read_table(store, PartitionRef("scores", "recommendations", days[-1]), columns=["customer_id"])
+    return str(ids.column("customer_id")[0].as_py()) if ids.num_rows else None
 
 
 def format_summary(runtime: Runtime, result: DemoResult) -> str:
@@ -111,6 +124,9 @@ def format_summary(runtime: Runtime, result: DemoResult) -> str:
     lines += [
         "",
         f"Airflow UI : {runtime.airflow_url}   login: {ADMIN_USER} / {runtime.admin_password}",
+        f"Dashboard  : {runtime.airflow_url}/plugin/customer-preference   (Customer preference, in Airflow's menu)",
+        f"Customers  : {runtime.airflow_url}/preference/ui/customers/{result.example_customer or '<customer_id>'}   "
+        f"API: {runtime.airflow_url}/preference/docs",
         f"MLflow UI  : {runtime.mlflow_uri}",
         f"S3 (lake)  : {runtime.s3_endpoint}  bucket {runtime.bucket}, keys in {runtime.home}/generated.env or .env",
         "Stop everything with `make down`; `make status` shows what runs.",

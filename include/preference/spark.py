@@ -1,4 +1,4 @@
-"""One way to get a Spark session: ``local[*]`` here, the cluster's master in production."""
+"""One way to get a Spark session: ``local[*,4]`` here, the cluster's master in production."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
+DEFAULT_MASTER = "local[*,4]"
+
+
 def spark_session(app_name: str, master: str | None = None, *, reuse_workers: bool = False) -> "SparkSession":
     """A Spark session configured for this project (Arrow transfers, no UI, UTC).
 
-    The master comes from ``master``, else ``PREFERENCE_SPARK_MASTER``, else ``local[*]``.
+    The master comes from ``master``, else ``PREFERENCE_SPARK_MASTER``, else ``local[*,4]``: all
+    cores, and a failed task is retried up to 3 times, as on a cluster (``spark.task.maxFailures``
+    4); plain ``local[*]`` would fail the job on a task's first error.
     ``reuse_workers``: keep Python workers between tasks (scoring: the model loads once per
     worker). The default is a fresh worker per task, which training needs. The setting belongs to
     the first session of the process (Spark's context is created once).
@@ -25,7 +30,7 @@ def spark_session(app_name: str, master: str | None = None, *, reuse_workers: bo
         os.environ["PYSPARK_PYTHON"] = sys.executable
     builder = (
         SparkSession.builder.appName(app_name)
-        .master(master or os.environ.get("PREFERENCE_SPARK_MASTER") or "local[*]")
+        .master(master or os.environ.get("PREFERENCE_SPARK_MASTER") or DEFAULT_MASTER)
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")

@@ -231,6 +231,7 @@ KILL_MLFLOW_AFTER_REGISTER = textwrap.dedent(
 
 
 def test_mlflow_killed_during_registration_a_retry_leaves_one_run_and_one_version(tmp_path: Path, monkeypatch):
+    import mlflow
     import numpy as np
     from mlflow.tracking import MlflowClient
 
@@ -243,6 +244,7 @@ def test_mlflow_killed_during_registration_a_retry_leaves_one_run_and_one_versio
     manager = ServiceManager(runtime)
     manager.up(("s3", "mlflow"))
     name = "fault-registration"
+    previous_uri = mlflow.get_tracking_uri()
     try:
         env = {**os.environ, **runtime.client_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
         pid = manager.pid("mlflow")
@@ -261,6 +263,8 @@ def test_mlflow_killed_during_registration_a_retry_leaves_one_run_and_one_versio
 
         for key, value in runtime.client_env().items():
             monkeypatch.setenv(key, value)
+        # An earlier test in this process may have set a tracking URI, which wins over the variable.
+        mlflow.set_tracking_uri(runtime.mlflow_uri)
         client = MlflowClient()
         experiment = client.get_experiment_by_name(name)
         ghosts = client.search_runs([experiment.experiment_id], filter_string="tags.run_key = '2025-05-06/attempt'")
@@ -295,4 +299,5 @@ def test_mlflow_killed_during_registration_a_retry_leaves_one_run_and_one_versio
         assert client.get_run(ghosts[0].info.run_id).info.lifecycle_stage == "deleted"
         _record("MLflow server killed during registration", 1, 1, 1, len(versions))
     finally:
+        mlflow.set_tracking_uri(previous_uri)
         manager.down(("s3", "mlflow"))

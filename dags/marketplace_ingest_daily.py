@@ -41,10 +41,13 @@ Lands one day of raw marketplace data into the lake, `raw/<table>/dt=YYYY-MM-DD/
   after D has ended. Rerunning a date replaces exactly that date's partitions with identical content.
 * **Trigger**: a manual run processes the last complete day before its logical date (Airflow's
   data-interval rule), so "Trigger" with the default logical date (now) processes yesterday.
-* **Backfill**: any past range (UI "Backfill", or the CLI), e.g.
+* **Backfill**: runs of a backfill may overlap (up to its `max_active_runs`); tasks that read earlier
+  days' outputs (features, text profiles, segment centroids and assignments) wait for the previous
+  day (`depends_on_past`), so the outputs equal those of the days run one by one. Any past range
+  (UI "Backfill", or the CLI), e.g.
   `airflow backfill create --dag-id marketplace_ingest_daily --from-date 2025-03-01 --to-date 2025-03-07`.
-* **Source**: the synthetic marketplace generator (deterministic by seed and date). Trigger with
-  parameters to change its scale.
+* **Source**: the synthetic marketplace generator (deterministic by seed and date), scaled by the
+  deployment's `PREFERENCE_SYNTH_*` settings; trigger with parameters to override them for one run.
 """
 
 from __future__ import annotations
@@ -83,10 +86,29 @@ FAIL_FAST = ExceptionRetryPolicy(
             description="For file sources: the file, or for 'mapped' the mapping file (a path on the worker, "
             "or an s3:// URI in the lake bucket).",
         ),
-        "seed": Param(7, type="integer", minimum=0, description="Generator seed: same seed and date, same data."),
-        "customers": Param(2000, type="integer", minimum=1, description="Generator: customers in the world."),
-        "products": Param(400, type="integer", minimum=18, description="Generator: products in the catalogue."),
-        "sessions_per_day": Param(1500, type="integer", minimum=1, description="Generator: shopping sessions per day."),
+        # Generator settings: empty (null) takes the deployment's PREFERENCE_SYNTH_* setting, so
+        # scheduled, triggered and backfill runs all generate the same world unless a run overrides.
+        "seed": Param(
+            None, type=["null", "integer"], minimum=0, description="Generator seed (empty: PREFERENCE_SYNTH_SEED)."
+        ),
+        "customers": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Customers in the world (empty: PREFERENCE_SYNTH_CUSTOMERS).",
+        ),
+        "products": Param(
+            None,
+            type=["null", "integer"],
+            minimum=18,
+            description="Products in the catalogue (empty: PREFERENCE_SYNTH_PRODUCTS).",
+        ),
+        "sessions_per_day": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="Shopping sessions per day (empty: PREFERENCE_SYNTH_SESSIONS_PER_DAY).",
+        ),
     },
 )
 def marketplace_ingest_daily():
@@ -143,7 +165,8 @@ def marketplace_ingest_daily():
             raise AirflowSkipException(result["skipped"])
         return result
 
-    @task
+    # The text profile folds in the previous days' review embeddings: wait for the previous day.
+    @task(depends_on_past=True)
     def embed_reviews(validated: dict, data_interval_start=None, run_id=None) -> dict:
         """Sentence embeddings of the day's reviews; customers' text profiles."""
         from include.preference import tasks
@@ -176,7 +199,8 @@ def marketplace_ingest_daily():
 
         return tasks.score_customers(tasks.logical_day(data_interval_start), run_id=run_id)
 
-    @task
+    # Centroid ids are matched to the previous centroids: wait for the previous day.
+    @task(depends_on_past=True)
     def refresh_segments(customers: dict, rfm: dict, texts: dict, data_interval_start=None, run_id=None) -> dict:
         """New centroids when the champion changed (t-SNE + DBSCAN on a stratified sample)."""
         from airflow.sdk.exceptions import AirflowSkipException
@@ -189,7 +213,8 @@ def marketplace_ingest_daily():
             raise AirflowSkipException("; ".join(f"{e}: {r['skipped']}" for e, r in results.items()))
         return results
 
-    @task(trigger_rule="none_failed")
+    # The migration matrix compares with the previous day's assignment: wait for it.
+    @task(trigger_rule="none_failed", depends_on_past=True)
     def assign_segments(data_interval_start=None, run_id=None) -> dict:
         """Every customer and product to its nearest centroid (L1); summary and migration."""
         from airflow.sdk.exceptions import AirflowSkipException

@@ -1,7 +1,7 @@
 """Command line: ``python -m include.preference <command>``.
 
 Commands:
-    services up|down|status   the embedded S3, MLflow and Airflow (make up / down / status)
+    services up|down|status   the local S3, MLflow and Airflow (make up / down / status), either profile
     demo                      start services, run the DAG chain through Airflow, print a summary
     land                      land one day's raw partitions directly (operators, debugging)
 """
@@ -18,19 +18,27 @@ from pathlib import Path
 
 
 def _services(args: argparse.Namespace) -> int:
-    from include.preference.services import SERVICES, ServiceManager, runtime_from_env
+    from include.preference.services import ServiceManager, runtime_from_env
 
+    if args.profile:
+        os.environ["PREFERENCE_PROFILE"] = args.profile
     runtime = runtime_from_env()
     manager = ServiceManager(runtime)
-    names = tuple(args.only.split(",")) if args.only else SERVICES
+    names = tuple(args.only.split(",")) if args.only else runtime.services
+    unknown = sorted(set(names) - set(runtime.services))
+    if unknown:
+        print(
+            f"unknown service(s) {', '.join(unknown)} in the {runtime.profile} profile: {', '.join(runtime.services)}"
+        )
+        return 2
     if args.action == "up":
         manager.up(names)
     elif args.action == "down":
-        manager.down(names)
+        manager.down(names if args.only else None)
     report = manager.status()
     for name, info in report.items():
         state = "healthy" if info["healthy"] else ("running, not healthy" if info["pid"] else "stopped")
-        print(f"{name:8s} {state:22s} pid={info['pid'] or '-':<8} {info['url']}  log: {info['log']}")
+        print(f"{name:14s} {state:22s} pid={info['pid'] or '-':<8} {info['url']}  log: {info['log']}")
     if args.action == "status" or args.action == "up":
         print(f"login: admin / {runtime.admin_password} (Airflow UI {runtime.airflow_url})")
     wanted = [n for n in names if n in report]
@@ -40,11 +48,18 @@ def _services(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from include.preference.demo import format_summary, run_demo
+    from include.preference.demo import demo_environment, format_summary, online_retail_sample, run_demo
     from include.preference.services import runtime_from_env
 
+    if args.profile:
+        os.environ["PREFERENCE_PROFILE"] = args.profile
+    # Services started by the demo (and their tasks) inherit this environment.
+    for name, value in demo_environment().items():
+        os.environ.setdefault(name, value)
     runtime = runtime_from_env()
-    result = run_demo(runtime, days=args.days, end=dt.date.fromisoformat(args.end) if args.end else None)
+    end = dt.date.fromisoformat(args.end) if args.end else None
+    sample = None if args.skip_online_retail else online_retail_sample()
+    result = run_demo(runtime, days=args.days, end=end, online_retail=sample)
     print(format_summary(runtime, result))
     return 0 if result.ok else 1
 
@@ -96,12 +111,22 @@ def main(argv: list[str] | None = None) -> int:
 
     services = commands.add_parser("services", help="start, stop or inspect the embedded services")
     services.add_argument("action", choices=["up", "down", "status"])
-    services.add_argument("--only", help="comma-separated subset of s3,mlflow,airflow")
+    services.add_argument("--only", help="comma-separated subset of the profile's services (see status)")
+    services.add_argument(
+        "--profile",
+        choices=["embedded", "production"],
+        help="embedded (SQLite, LocalExecutor; the default) or production (PostgreSQL, Celery + Redis, "
+        "workers for the default and gpu queues); default: PREFERENCE_PROFILE",
+    )
     services.set_defaults(func=_services)
 
     demo = commands.add_parser("demo", help="run the DAG chain through Airflow and summarise")
-    demo.add_argument("--days", type=int, default=3, help="consecutive days to backfill (default 3)")
+    demo.add_argument("--days", type=int, default=6, help="consecutive days to run (default 6)")
     demo.add_argument("--end", help="last logical date (default: yesterday, UTC)")
+    demo.add_argument("--profile", choices=["embedded", "production"], help="default: PREFERENCE_PROFILE")
+    demo.add_argument(
+        "--skip-online-retail", action="store_true", help="only the synthetic days (no evaluate on Online Retail)"
+    )
     demo.set_defaults(func=_demo)
 
     land = commands.add_parser("land", help="land one day's raw partitions (without Airflow)")

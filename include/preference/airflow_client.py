@@ -147,28 +147,42 @@ class AirflowClient:
                 raise AirflowApiError(f"backfill {backfill_id} not complete after {timeout:.0f}s")
             time.sleep(3.0)
 
-    def trigger(self, dag_id: str, logical_date: dt.datetime, conf: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Trigger one run for a logical date (as the UI's trigger form does)."""
+    def trigger_day(self, dag_id: str, day: dt.date, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Trigger one run that processes ``day``, as the UI's trigger form does.
+
+        A manual run processes the last complete interval before its logical date (data-interval
+        semantics), so the run for ``day`` is triggered at the start of the next day.
+        """
+        logical = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
         return self._request(
             "POST",
             f"/api/v2/dags/{dag_id}/dagRuns",
             {
-                "logical_date": logical_date.isoformat(),
+                "logical_date": logical.isoformat(),
                 "conf": conf or {},
             },
         )
 
+    def clear_run(self, dag_id: str, run_id: str) -> None:
+        """Rerun every task of one run (the UI's "Clear" on a run), which goes back to queued."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/clear"
+        self._request("POST", path, {"dry_run": False, "only_failed": False})
+
     def dag_runs(self, dag_id: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
-        """Runs whose logical date lies within [start, end]."""
+        """Runs that process a day within [start, end]: their data interval starts on that day.
+
+        Scheduled and backfill runs have that day as logical date; a manual run has the next day.
+        """
         query = urllib.parse.urlencode(
             {
                 "logical_date_gte": f"{start.isoformat()}T00:00:00Z",
-                "logical_date_lte": f"{end.isoformat()}T00:00:00Z",
+                "logical_date_lte": f"{(end + dt.timedelta(days=1)).isoformat()}T00:00:00Z",
                 "order_by": "logical_date",
                 "limit": 100,
             }
         )
-        return list(self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"])
+        runs = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?{query}")["dag_runs"]
+        return [r for r in runs if start <= dt.date.fromisoformat(str(r["data_interval_start"])[:10]) <= end]
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances"

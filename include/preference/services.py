@@ -1,4 +1,13 @@
-"""The embedded runtime: SeaweedFS (S3), an MLflow server and Airflow standalone, on 127.0.0.1.
+"""The local runtimes, on 127.0.0.1: SeaweedFS (S3), an MLflow server and Airflow.
+
+Two profiles run the same DAGs and code; only configuration differs:
+
+* ``embedded`` (the default): Airflow standalone on SQLite with the LocalExecutor, MLflow on SQLite;
+* ``production``: Airflow's API server, scheduler, DAG processor and triggerer on PostgreSQL with the
+  CeleryExecutor and Redis as broker, one Celery worker for the ``default`` queue and one for
+  ``gpu`` (the training task's queue), MLflow on PostgreSQL. This machine's PostgreSQL and Redis,
+  or those named by ``PREFERENCE_AIRFLOW_DATABASE_URL``, ``PREFERENCE_MLFLOW_DATABASE_URL`` and
+  ``PREFERENCE_CELERY_BROKER_URL``; databases are created when missing.
 
 Each service runs as its own process group, with its data under ``<home>/<service>/``, its log in
 ``<home>/logs/`` and its PID in ``<home>/run/``. Start-up waits for a health check; stop signals the
@@ -12,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
@@ -30,6 +40,23 @@ log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 SERVICES = ("s3", "mlflow", "airflow")
+PROFILES = ("embedded", "production")
+# Celery workers of the production profile: queue -> concurrency (one task at a time per GPU).
+WORKER_QUEUES = {"default": 2, "gpu": 1}
+PRODUCTION_SERVICES = (
+    "s3",
+    "mlflow",
+    "api-server",
+    "scheduler",
+    "dag-processor",
+    "triggerer",
+    *(f"worker-{queue}" for queue in WORKER_QUEUES),
+)
+# Airflow components of the production profile and the health endpoint's name for each.
+AIRFLOW_COMPONENTS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+DEFAULT_AIRFLOW_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
+DEFAULT_MLFLOW_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow"
+DEFAULT_CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
 GENERATED_ENV = "generated.env"
 ADMIN_USER = "admin"
 
@@ -107,6 +134,23 @@ class Runtime:
     bucket: str = DEFAULT_BUCKET
     dags_folder: Path = PROJECT_ROOT / "dags"
     plugins_folder: Path = PROJECT_ROOT / "plugins"
+    profile: str = "embedded"
+    airflow_database_url: str = field(default=DEFAULT_AIRFLOW_DATABASE_URL, repr=False)
+    mlflow_database_url: str = field(default=DEFAULT_MLFLOW_DATABASE_URL, repr=False)
+    celery_broker_url: str = field(default=DEFAULT_CELERY_BROKER_URL, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"PREFERENCE_PROFILE must be one of {', '.join(PROFILES)}, got {self.profile!r}")
+
+    @property
+    def production(self) -> bool:
+        return self.profile == "production"
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """This profile's services, in start order."""
+        return PRODUCTION_SERVICES if self.production else SERVICES
 
     @property
     def s3_endpoint(self) -> str:
@@ -144,27 +188,38 @@ class Runtime:
         }
 
     def airflow_env(self) -> dict[str, str]:
-        """Variables for Airflow standalone (SQLite, LocalExecutor, this project's DAGs)."""
+        """Variables for every Airflow process of this profile (this project's DAGs and plugins)."""
         airflow_home = self.home / "airflow"
-        return {
+        env = {
             **self.client_env(),
             "AIRFLOW_HOME": str(airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(self.plugins_folder),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "passwords.json"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "include.preference.airflow_db.SQLITE_CONNECT_ARGS",
             "AIRFLOW__API__HOST": HOST,
             "AIRFLOW__API__PORT": str(self.ports.airflow),
             "AIRFLOW__API__BASE_URL": self.airflow_url,
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        if self.production:
+            return {
+                **env,
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_database_url,
+                "AIRFLOW__CELERY__BROKER_URL": self.celery_broker_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.airflow_database_url.replace("+psycopg2", ""),
+            }
+        return {
+            **env,
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "include.preference.airflow_db.SQLITE_CONNECT_ARGS",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         }
 
 
@@ -209,6 +264,10 @@ def runtime_from_env(home: Path | None = None, env: Mapping[str, str] | None = N
         secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
         admin_password=values["AIRFLOW_ADMIN_PASSWORD"],
         bucket=values.get("PREFERENCE_BUCKET", DEFAULT_BUCKET),
+        profile=values.get("PREFERENCE_PROFILE") or "embedded",
+        airflow_database_url=values.get("PREFERENCE_AIRFLOW_DATABASE_URL") or DEFAULT_AIRFLOW_DATABASE_URL,
+        mlflow_database_url=values.get("PREFERENCE_MLFLOW_DATABASE_URL") or DEFAULT_MLFLOW_DATABASE_URL,
+        celery_broker_url=values.get("PREFERENCE_CELERY_BROKER_URL") or DEFAULT_CELERY_BROKER_URL,
     )
 
 
@@ -247,6 +306,7 @@ class ServiceManager:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._log_offsets: dict[str, int] = {}
 
     # -- specs ---------------------------------------------------------------------------
     def spec(self, name: str) -> ServiceSpec:
@@ -284,7 +344,7 @@ class ServiceManager:
                 "--port",
                 str(rt.ports.mlflow),
                 "--backend-store-uri",
-                f"sqlite:///{rt.home / 'mlflow' / 'mlflow.db'}",
+                rt.mlflow_database_url if rt.production else f"sqlite:///{rt.home / 'mlflow' / 'mlflow.db'}",
                 "--artifacts-destination",
                 f"s3://{rt.bucket}/mlflow",
                 "--workers",
@@ -292,11 +352,38 @@ class ServiceManager:
             ]
             healthy = lambda: _http_status(f"{rt.mlflow_uri}/health") == 200  # noqa: E731
             return ServiceSpec("mlflow", command, base_env, healthy, rt.mlflow_uri, 120)
+        if name not in rt.services:
+            raise ValueError(
+                f"unknown service {name!r} in the {rt.profile} profile; expected one of {', '.join(rt.services)}"
+            )
+        airflow = str(bin_dir / "airflow")
+        env = {**os.environ, **rt.airflow_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
         if name == "airflow":
-            command = [str(bin_dir / "airflow"), "standalone"]
-            env = {**os.environ, **rt.airflow_env(), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-            return ServiceSpec("airflow", command, env, self._airflow_healthy, rt.airflow_url, 300)
-        raise ValueError(f"unknown service {name!r}; expected one of {', '.join(SERVICES)}")
+            return ServiceSpec("airflow", [airflow, "standalone"], env, self._airflow_healthy, rt.airflow_url, 300)
+        if name == "api-server":
+            command = [airflow, "api-server", "--host", HOST, "--port", str(rt.ports.airflow), "--workers", "1"]
+            healthy = lambda: self._health_status("metadatabase") == "healthy"  # noqa: E731
+            return ServiceSpec(name, command, env, healthy, rt.airflow_url, 180)
+        if name in AIRFLOW_COMPONENTS:
+            command = [airflow, name] + ([] if name == "dag-processor" else ["--skip-serve-logs"])
+            healthy = lambda: self._health_status(AIRFLOW_COMPONENTS[name]) == "healthy"  # noqa: E731
+            return ServiceSpec(name, command, env, healthy, rt.airflow_url, 180)
+        queue = name.removeprefix("worker-")
+        command = [
+            airflow,
+            "celery",
+            "worker",
+            "--queues",
+            queue,
+            "--concurrency",
+            str(WORKER_QUEUES[queue]),
+            "--celery-hostname",
+            f"{queue}@%h",
+            "--skip-serve-logs",  # task logs are files under AIRFLOW_HOME, shared with the API server
+            "--without-gossip",
+            "--without-mingle",
+        ]
+        return ServiceSpec(name, command, env, lambda: self._worker_ready(name), f"celery://{queue}", 180)
 
     def _s3_healthy(self) -> bool:
         if _http_status(self.runtime.s3_endpoint + "/") is None:
@@ -317,6 +404,20 @@ class ServiceManager:
         except StorageError:
             return False
         return True
+
+    def _health_status(self, component: str) -> str | None:
+        health = _http_json(f"{self.runtime.airflow_url}/api/v2/monitor/health")
+        return ((health or {}).get(component) or {}).get("status")
+
+    def _worker_ready(self, name: str) -> bool:
+        """A Celery worker logs ``<queue>@<host> ready.`` once it consumes; only this start's lines count."""
+        path = self.log_file(name)
+        queue = name.removeprefix("worker-")
+        if not path.exists():
+            return False
+        with path.open("rb") as handle:
+            handle.seek(self._log_offsets.get(name, 0))
+            return any(re.search(rb"\b%s@\S+ ready\." % re.escape(queue.encode()), line) for line in handle)
 
     def _airflow_healthy(self) -> bool:
         health = _http_json(f"{self.runtime.airflow_url}/api/v2/monitor/health")
@@ -361,8 +462,11 @@ class ServiceManager:
         self.stop(name)
         for directory in ("run", "logs", name):
             (self.runtime.home / directory).mkdir(parents=True, exist_ok=True)
-        if name == "airflow":
+        if name in ("airflow", "api-server"):
             self._prepare_airflow()
+        if name == "mlflow" and self.runtime.production:
+            ensure_database(self.runtime.mlflow_database_url)
+        self._log_offsets[name] = self.log_file(name).stat().st_size if self.log_file(name).exists() else 0
         with self.log_file(name).open("ab") as log_handle:
             process = subprocess.Popen(  # noqa: S603 - fixed commands
                 spec.command,
@@ -382,7 +486,7 @@ class ServiceManager:
                 )
             if spec.healthy():
                 log.info("%s healthy at %s (pid %d)", name, spec.url, process.pid)
-                if name == "airflow":
+                if name in ("airflow", "api-server"):
                     self._configure_airflow()
                 return
             time.sleep(1.0)
@@ -401,12 +505,34 @@ class ServiceManager:
             client.ensure_pool(pool, slots, description)
 
     def _prepare_airflow(self) -> None:
-        """Fix the admin password before Airflow generates a random one."""
-        airflow_home = self.runtime.home / "airflow"
+        """Fix the admin password before Airflow generates a random one; production: migrate the DBs.
+
+        Standalone migrates its SQLite database itself; the production profile creates its
+        PostgreSQL databases when missing and runs ``airflow db migrate`` once, before any component.
+        """
+        rt = self.runtime
+        airflow_home = rt.home / "airflow"
         airflow_home.mkdir(parents=True, exist_ok=True)
         passwords = airflow_home / "passwords.json"
-        passwords.write_text(json.dumps({ADMIN_USER: self.runtime.admin_password}))
+        passwords.write_text(json.dumps({ADMIN_USER: rt.admin_password}))
         passwords.chmod(0o600)
+        if not rt.production:
+            return
+        ensure_database(rt.airflow_database_url)
+        migrate = self.spec("api-server")
+        with self.log_file("airflow-migrate").open("ab") as log_handle:
+            done = subprocess.run(  # noqa: S603 - fixed command
+                [migrate.command[0], "db", "migrate"],
+                env=migrate.env,
+                cwd=airflow_home,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                check=False,
+                timeout=600,
+            )
+        if done.returncode != 0:
+            raise ServiceError(f"airflow db migrate failed ({done.returncode}); see {self.log_file('airflow-migrate')}")
 
     def stop(self, name: str, timeout: float = 30.0) -> bool:
         """Stop a service's whole process group by PID. Returns True if something was stopped."""
@@ -435,22 +561,23 @@ class ServiceManager:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
 
-    def up(self, names: tuple[str, ...] = SERVICES) -> None:
-        """Start services in dependency order (S3 before MLflow before Airflow)."""
-        for name in SERVICES:
-            if name in names:
+    def up(self, names: tuple[str, ...] | None = None) -> None:
+        """Start services in dependency order (S3, MLflow, then Airflow's parts)."""
+        for name in self.runtime.services:
+            if names is None or name in names:
                 self.start(name)
 
-    def down(self, names: tuple[str, ...] = SERVICES) -> None:
-        """Stop services in reverse order."""
-        for name in reversed(SERVICES):
-            if name in names:
+    def down(self, names: tuple[str, ...] | None = None) -> None:
+        """Stop services in reverse order; without names, whatever runs here, of either profile."""
+        everything = (*SERVICES, *(n for n in PRODUCTION_SERVICES if n not in SERVICES))
+        for name in reversed(everything if names is None else self.runtime.services):
+            if names is None or name in names:
                 self.stop(name)
 
     def status(self) -> dict[str, dict[str, object]]:
-        """For each service: pid, healthy, url, log."""
+        """For each service of the profile: pid, healthy, url, log."""
         report: dict[str, dict[str, object]] = {}
-        for name in SERVICES:
+        for name in self.runtime.services:
             spec = self.spec(name)
             pid = self.pid(name)
             report[name] = {
@@ -462,12 +589,65 @@ class ServiceManager:
         return report
 
 
-def ephemeral_runtime(home: Path) -> Runtime:
-    """A runtime on free ports with throwaway credentials, for integration tests."""
+def _server_and_name(url: str) -> tuple[str, str]:
+    """A connection string for the server's ``postgres`` database, and the database named in ``url``."""
+    from psycopg.conninfo import make_conninfo
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.get_backend_name().startswith("postgresql") or not parsed.database:
+        raise ServiceError(f"expected a PostgreSQL URL with a database name, got {parsed.render_as_string()}")
+    server: dict[str, str | int] = {
+        "host": parsed.host or HOST,
+        "port": parsed.port or 5432,
+        "user": parsed.username or "postgres",
+        "dbname": "postgres",
+    }
+    if parsed.password is not None:
+        server["password"] = str(parsed.password)
+    return make_conninfo("", **server), parsed.database
+
+
+def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database named in ``url`` when missing; True when it was created."""
+    import psycopg
+    from psycopg import sql
+
+    server, name = _server_and_name(url)
+    with psycopg.connect(server, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    log.info("created PostgreSQL database %s", name)
+    return True
+
+
+def drop_database(url: str) -> None:
+    """Drop the PostgreSQL database named in ``url`` (its sessions closed first), if it exists."""
+    import psycopg
+    from psycopg import sql
+
+    server, name = _server_and_name(url)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def ephemeral_runtime(home: Path, profile: str = "embedded") -> Runtime:
+    """A runtime on free ports with throwaway credentials, for integration tests.
+
+    In the production profile: databases of its own on this machine's PostgreSQL (drop them with
+    :func:`drop_database`) and a Redis database chosen at random for the broker.
+    """
+    suffix = secrets.token_hex(4)
+    server = "postgresql+psycopg2://postgres@127.0.0.1:5432"
     return Runtime(
         home=home,
         ports=Ports.free(),
-        access_key_id="test" + secrets.token_hex(4),
+        access_key_id="test" + suffix,
         secret_access_key=secrets.token_urlsafe(16),
         admin_password=secrets.token_urlsafe(8),
+        profile=profile,
+        airflow_database_url=f"{server}/preference_airflow_{suffix}",
+        mlflow_database_url=f"{server}/preference_mlflow_{suffix}",
+        celery_broker_url=f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}",
     )

@@ -92,6 +92,20 @@ def test_params_explain_themselves(dag_bag):
             assert schema.get("description") or param.description, f"{dag_id}.{name}: description"
 
 
+def test_tasks_that_read_the_previous_days_outputs_wait_for_it(dag_bag):
+    # Concurrent backfill runs must produce what the days run one by one produce.
+    dag = dag_bag.dags["marketplace_ingest_daily"]
+    ordered = {t.task_id for t in dag.tasks if t.depends_on_past}
+    assert ordered == {"build_features", "embed_reviews", "refresh_segments", "assign_segments"}
+
+
+def test_generator_params_default_to_the_deployment_settings(dag_bag):
+    params = dag_bag.dags["marketplace_ingest_daily"].params
+    for name in ("seed", "customers", "products", "sessions_per_day"):
+        assert params[name] is None, name  # null: PREFERENCE_SYNTH_* decides
+        assert "null" in params.get_param(name).schema["type"], name
+
+
 PROBE = r"""
 import json, socket, sys, time
 import airflow.sdk  # the cost of Airflow itself is not the DAG's

@@ -71,38 +71,53 @@ def test_generated_credentials_are_created_once_and_kept(tmp_path: Path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_airflow_standalone_runs_a_backfill_of_the_ingest_dag(tmp_path: Path):
-    from include.preference.demo import published_partitions, store_for
+def test_the_demo_runs_the_days_through_airflow_standalone_and_a_second_run_is_identical(tmp_path: Path, monkeypatch):
+    from include.preference.demo import format_summary, last_complete_day, published_partitions, run_demo, store_for
+    from tests.support.snapshots import snapshot
 
+    world = {
+        "PREFERENCE_SYNTH_CUSTOMERS": "300",
+        "PREFERENCE_SYNTH_PRODUCTS": "60",
+        "PREFERENCE_SYNTH_SESSIONS_PER_DAY": "150",
+    }
+    for name, value in world.items():
+        monkeypatch.setenv(name, value)
     runtime = ephemeral_runtime(tmp_path)
     manager = ServiceManager(runtime)
+    end = last_complete_day()  # the default: unpausing schedules the last day's run
+    start = end - dt.timedelta(days=1)
+    days = (start.isoformat(), end.isoformat())
     try:
-        manager.up(("s3", "mlflow", "airflow"))  # the DAG scores with the champion: MLflow too
-        client = AirflowClient(runtime.airflow_url, ADMIN_USER, runtime.admin_password)
-        dag = client.wait_for_dag("marketplace_ingest_daily")
-        assert dag["is_paused"] is True  # new DAGs start paused
-        client.set_paused("marketplace_ingest_daily", False)
-        start, end = dt.date(2025, 2, 1), dt.date(2025, 2, 2)
-        conf = {"customers": 300, "products": 60, "sessions_per_day": 150}
-        client.create_backfill("marketplace_ingest_daily", start, end, conf=conf)
         try:
-            runs = client.wait_for_runs("marketplace_ingest_daily", start, end, expected=2, timeout=600)
+            result = run_demo(runtime, days=2)  # starts S3, MLflow and Airflow standalone
         except AirflowApiError as error:
             raise AssertionError(f"{error}\n--- airflow log (tail) ---\n{manager.log_tail('airflow')}") from error
-        assert [r["state"] for r in runs] == ["success", "success"]
-        assert [r["run_type"] for r in runs] == ["backfill", "backfill"]
-        # Asking again at once (as a second `make demo` does) waits for Airflow to close the first
-        # backfill instead of failing with 409; with nothing failed, it adds no run.
-        again = client.create_backfill("marketplace_ingest_daily", start, end, conf=conf, reprocess="failed")
-        if again is not None:
-            client.wait_for_backfill(int(again["id"]), timeout=300)
-        rerun = client.wait_for_runs("marketplace_ingest_daily", start, end, expected=2, timeout=300)
-        assert [(r["dag_run_id"], r["state"]) for r in rerun] == [(r["dag_run_id"], "success") for r in runs]
-        found = {(layer, table, date) for layer, table, date, _ in published_partitions(store_for(runtime))}
+        runs = result.runs["marketplace_ingest_daily"]
+        assert result.ok and [r["state"] for r in runs] == ["success", "success"]
+        # The earlier day as a backfill; the last one scheduled by unpausing the DAG.
+        assert [r["run_type"] for r in runs] == ["backfill", "scheduled"]
+        found = {(layer, table, date) for layer, table, date, _ in result.partitions}
         for table in ("events", "orders", "products", "customers", "reviews"):
-            for day in ("2025-02-01", "2025-02-02"):
+            for day in days:
                 assert ("raw", table, day) in found
+        summary = format_summary(runtime, result)
+        assert (
+            "RESULT: all runs succeeded" in summary and f"{runtime.airflow_url}/plugin/customer-preference" in summary
+        )
+        assert "Online Retail evaluation: skipped" in summary  # none given
+
+        # `make demo` again: the backfilled day reruns, the last day's run is kept; same content.
+        store = store_for(runtime)
+        before = snapshot(store)
+        again = run_demo(runtime, days=2)
+        rerun = again.runs["marketplace_ingest_daily"]
+        assert [(r["dag_run_id"], r["state"]) for r in rerun][1] == (runs[1]["dag_run_id"], "success")
+        assert len(rerun) == 2 and rerun[0]["state"] == "success"  # rerun in place, no second run
+        assert snapshot(store) == before
+        assert {p[:3] for p in published_partitions(store)} == {p[:3] for p in result.partitions}
         # A wrong password is refused by Airflow itself.
+        client = AirflowClient(runtime.airflow_url, ADMIN_USER, runtime.admin_password)
+        assert client.dag_runs("marketplace_ingest_daily", start, end)
         with pytest.raises(Exception, match="401"):
             AirflowClient(runtime.airflow_url, ADMIN_USER, "wrong").token()
     finally:

@@ -103,8 +103,6 @@ def file_days(source: str, path: Path) -> list[dt.date]:
 
 def validate_one_day(source: str, path: Path, day: dt.date, root: Path) -> dict[str, dict[str, int]]:
     """Import and validate one day into ``root/validated/<table>/dt=<day>``; counts per table."""
-    import tempfile
-
     import pyarrow.parquet as pq
 
     from include.preference.errors import ValidationBlocked
@@ -113,8 +111,8 @@ def validate_one_day(source: str, path: Path, day: dt.date, root: Path) -> dict[
     from include.preference.validation import validate_day
 
     raw, facts = file_importer(source)(path, day)
-    with tempfile.TemporaryDirectory() as docs:
-        result = validate_day(day, raw, Path(docs), closed_day=bool(facts.get("closed_day")))
+    # The DAG's rules and split; no Data Docs pages (nobody opens a one-off evaluation's).
+    result = validate_day(day, raw, None, closed_day=bool(facts.get("closed_day")))
     if result.blocking:
         failures = "; ".join(b.describe() for b in result.blocking)
         raise ValidationBlocked(f"validation blocked {day} of {path}: {failures}")

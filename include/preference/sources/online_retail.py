@@ -14,6 +14,7 @@ text as they were in the file; validation parses them, so nothing is lost to a b
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -39,9 +40,25 @@ def _customer_id(raw: pd.Series) -> pd.Series:
     return text.str.replace(r"^(\d+)\.0+$", r"\1", regex=True)
 
 
+def _prepared(path: Path) -> pd.DataFrame:
+    """The file with the per-line values every day's snapshots need, derived once per file."""
+    stat = path.stat()
+    return _prepared_cached(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=2)
+def _prepared_cached(path: str, mtime_ns: int, size: int) -> pd.DataFrame:  # noqa: ARG001 - cache key
+    invoices = read_invoices(Path(path))
+    invoices["_customer"] = _customer_id(invoices["CustomerID"])
+    invoices["_code"] = invoices["StockCode"].str.strip()
+    invoices["_description"] = invoices["Description"].str.strip()
+    invoices["_price"] = pd.to_numeric(invoices["UnitPrice"], errors="coerce")
+    return invoices
+
+
 def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """The raw tables for ``day`` and facts for the manifests (closed day, lines in the file)."""
-    invoices = read_invoices(path)
+    invoices = _prepared(path)  # shared between days: read, never modified
     upto = invoices[invoices[DAY] <= day]
     today = invoices[invoices[DAY] == day]
     is_cancellation = today["InvoiceNo"].str.strip().str.upper().str.startswith("C")
@@ -75,11 +92,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
         }
     )
 
-    sold = upto.assign(
-        _price=pd.to_numeric(upto["UnitPrice"], errors="coerce"),
-        _code=upto["StockCode"].str.strip(),
-        _description=upto["Description"].str.strip(),
-    )
+    sold = upto
     priced = sold[sold["_price"] > 0].groupby("_code")["UnitPrice"].last()
     described = sold[sold["_description"] != ""].groupby("_code")["_description"].last()
     first_seen = sold.groupby("_code")[DAY].min()
@@ -90,8 +103,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
     products["price"] = products["product_id"].map(priced).fillna("0")
     products["first_seen"] = products["product_id"].map(first_seen).astype(str)
 
-    known = upto.assign(_customer=_customer_id(upto["CustomerID"]))
-    known = known[known["_customer"] != ""]
+    known = upto[upto["_customer"] != ""]
     by_customer = known.groupby("_customer")
     customers = pd.DataFrame(
         {

@@ -135,6 +135,25 @@ def spark():
     return spark_session("tests", master="local[2]")
 
 
+@pytest.fixture(autouse=True)
+def mlflow_tracking_uri_from_the_environment() -> Iterator[None]:
+    """Each test starts with MLflow's tracking URI taken from the environment.
+
+    Task code sets MLflow's process-wide tracking URI (in Airflow every task is a process of its
+    own); in this one long process, a URI left by an earlier test (a server since stopped) would
+    win over the variable the next test sets.
+    """
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    if utils is not None:
+        utils._tracking_uri = None  # noqa: SLF001 - the one switch MLflow offers, its own global
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stop_spark_at_the_end():
     """Stop Spark while logging still works (py4j logs from its finaliser otherwise)."""

@@ -196,22 +196,33 @@ def run_online_retail(runtime: Runtime, path: Path) -> EvaluationResult:
 
 
 def log_evaluation(tracking_uri: str, report: dict[str, Any], report_path: Path) -> str:
-    """One MLflow run for an evaluation report: protocol as params, metrics of model and baselines."""
-    import mlflow
+    """One MLflow run for an evaluation report: protocol as params, metrics of model and baselines.
 
-    mlflow.set_tracking_uri(tracking_uri)
+    Through a client of its own: no tracking URI or active experiment is left set in the process.
+    """
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
+
+    from include.preference.registry import experiment_id_for
+
+    client = MlflowClient(tracking_uri)
     protocol = report["protocol"]
-    experiment = mlflow.set_experiment(EVALUATION_EXPERIMENT)
-    name = f"{protocol['source']} cutoff {protocol['cutoff']}"
-    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=name) as run:
-        mlflow.log_params({k: v for k, v in protocol.items() if not isinstance(v, (list, dict))})
-        metrics = {f"model_{k}": float(v) for k, v in report["model"].items()}
-        for baseline, values in report["baselines"].items():
-            metrics.update({f"{baseline}_{k}": float(v) for k, v in values.items()})
-        metrics["n_eval_customers"] = float(report["n_eval_customers"])
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(report_path))
-    return f"{tracking_uri}/#/experiments/{experiment.experiment_id}/runs/{run.info.run_id}"
+    experiment_id = experiment_id_for(client, EVALUATION_EXPERIMENT)
+    run = client.create_run(experiment_id, run_name=f"{protocol['source']} cutoff {protocol['cutoff']}")
+    run_id = run.info.run_id
+    values = {f"model_{k}": float(v) for k, v in report["model"].items()}
+    for baseline, metrics in report["baselines"].items():
+        values.update({f"{baseline}_{k}": float(v) for k, v in metrics.items()})
+    values["n_eval_customers"] = float(report["n_eval_customers"])
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in values.items()],
+        params=[Param(k, str(v)) for k, v in protocol.items() if not isinstance(v, (list, dict))],
+    )
+    client.log_artifact(run_id, str(report_path))
+    client.set_terminated(run_id)
+    return f"{tracking_uri}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def example_customer(store: ObjectStore) -> str | None:

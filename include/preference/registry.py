@@ -194,7 +194,7 @@ def log_training(
     from include.preference.features import spec
 
     client = MlflowClient()
-    experiment_id = _experiment_id(client, experiment)
+    experiment_id = experiment_id_for(client, experiment)
     existing = client.search_runs([experiment_id], filter_string=f"tags.run_key = '{_quoted(run_key)}'")
     for run in existing:
         if run.info.status == "FINISHED" and run.data.tags.get("registered_version"):
@@ -242,7 +242,7 @@ def log_report_run(
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri)
-    experiment_id = _experiment_id(client, experiment)
+    experiment_id = experiment_id_for(client, experiment)
     for run in client.search_runs([experiment_id], filter_string=f"tags.run_key = '{_quoted(run_key)}'"):
         if run.info.status == "FINISHED":
             return str(run.info.run_id)
@@ -258,7 +258,8 @@ def _quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _experiment_id(client: Any, experiment: str) -> str:
+def experiment_id_for(client: Any, experiment: str) -> str:
+    """The id of the named MLflow experiment, created when missing (safe against a concurrent create)."""
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return str(found.experiment_id)

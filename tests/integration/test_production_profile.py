@@ -31,7 +31,9 @@ from include.preference.services import (
 from include.preference.storage import ObjectStore
 from tests.support.snapshots import snapshot
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
+# The module fixture (services up, then the whole backfill) runs inside the first test's time limit:
+# about 15 minutes on 2 cores, so the suite's 15-minute default is too tight for it.
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2700)]
 
 DAG_ID = "marketplace_ingest_daily"
 DAYS = 14

@@ -72,10 +72,13 @@ class Outputs:
             raise ValueError("customer id must be 1-64 letters, digits, '_', '.', ':' or '-'")
         found: dict[str, Any] = {"customer_id": customer_id, "value_tier": None, "segment": None}
         rec_day, rows = self._customer_rows("scores", "recommendations", customer_id, day)
+        catalogue = self.catalogue(rec_day) if rows else {}
         found["recommendations"] = [
             {
                 "rank": int(row["rank"]),
                 "product_id": row["product_id"],
+                "title": catalogue.get(row["product_id"], {}).get("title"),
+                "category": catalogue.get(row["product_id"], {}).get("category_path"),
                 "propensity": float(row["propensity"]),
                 "source": row.get("source"),
             }
@@ -109,6 +112,16 @@ class Outputs:
         if not found["recommendations"] and found["value_tier"] is None and found["segment"] is None:
             return None
         return found
+
+    def catalogue(self, day: dt.date | None) -> dict[str, dict[str, Any]]:
+        """Title and category path of every product in the validated catalogue as of ``day`` (the
+        latest published snapshot on or before it); empty when none is published."""
+        found = self.latest("validated", "products", day)
+        if found is None:
+            return {}
+        columns = ["product_id", "title", "category_path"]
+        rows = read_table(self.store, PartitionRef("validated", "products", found), columns).to_pylist()
+        return {row["product_id"]: row for row in rows}
 
     # -- dashboard ---------------------------------------------------------------------------------
     def segment_history(self, entity: str) -> list[dict[str, Any]]:

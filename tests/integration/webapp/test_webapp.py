@@ -48,6 +48,11 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
             for table in FEATURE_TABLES:
                 folder = training_sets["root"] / "features" / table / f"dt={d.isoformat()}"
                 publish_directory(store, PartitionRef("features", table, d), folder, run_id="t", code_version="t")
+        # The catalogue of the scored world on the later day (titles of recommended products).
+        catalogue = training_sets["root"] / "validated" / "products" / f"dt={next_day.isoformat()}"
+        publish_directory(
+            store, PartitionRef("validated", "products", next_day), catalogue, run_id="t", code_version="t"
+        )
 
         # The champion, registered in MLflow, and its training report (holdout metrics on the
         # holdout anchor's examples, computed by the training job's own functions).
@@ -135,6 +140,11 @@ def test_customer_lookup_returns_the_published_tier_segment_and_recommendations(
     ]
     assert body["model_version"] == published["version"]
     assert body["recommendations_date"] == day.isoformat()
+    # Each product is named as the day's validated catalogue names it.
+    catalogue = read_table(published["store"], PartitionRef("validated", "products", day)).to_pandas()
+    titles = dict(zip(catalogue["product_id"], catalogue["title"], strict=True))
+    assert [r["title"] for r in body["recommendations"]] == [titles[p] for p in expected["product_id"]]
+    assert all(r["title"] for r in body["recommendations"])
     (tier,) = _customer_rows(published, "segments/rfm", day, customer_id)
     assert body["value_tier"]["tier"] == tier["tier"] and body["value_tier"]["date"] == day.isoformat()
     (segment,) = _customer_rows(published, "segments/customers", day, customer_id)
@@ -215,10 +225,19 @@ def test_strings_from_the_data_are_escaped_in_pages():
             "recommendations_date": "2025-01-01",
             "value_tier": None,
             "segment": None,
-            "recommendations": [{"rank": 1, "product_id": hostile, "propensity": 0.5, "source": hostile}],
+            "recommendations": [
+                {
+                    "rank": 1,
+                    "product_id": "P1",
+                    "title": hostile,
+                    "category": hostile,
+                    "propensity": 0.5,
+                    "source": hostile,
+                }
+            ],
         },
     )
-    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<script>" not in page and page.count("&lt;script&gt;") == 4
 
 
 @pytest.fixture(scope="module")
@@ -316,6 +335,10 @@ def test_browser_logs_in_and_reads_the_dashboard_and_a_customer(published, airfl
         expected = recommendations.to_pandas()
         assert len(rows) - 1 == int((expected["customer_id"] == customer_id).sum())
         assert driver.find_element(By.ID, "model-version").text == published["version"]
+        catalogue = read_table(published["store"], PartitionRef("validated", "products", published["next_day"]))
+        titles = dict(zip(catalogue["product_id"].to_pylist(), catalogue["title"].to_pylist(), strict=True))
+        first = expected[expected["customer_id"] == customer_id].sort_values("rank")["product_id"].iloc[0]
+        assert titles[first] in rows[1].text
         driver.save_screenshot(str(shots / "customer.png"))
     finally:
         driver.quit()

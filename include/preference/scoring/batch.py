@@ -110,10 +110,11 @@ def embeddings(
     columns = [key, *(f.name for f in spec.features_of(entity))]
     schema = f"{key} string, {EMBEDDING} array<float>{_tag_schema(tag)}"
     run = embedding_batches(_broadcast(frame, handle), entity, tag)
+    rows = frame.select(*columns).sortWithinPartitions(key)
     if method == "arrow":
-        return frame.select(*columns).mapInArrow(run, schema)
+        return rows.mapInArrow(run, schema)
     if method == "pandas":
-        return frame.select(*columns).mapInPandas(_via_pandas(run), schema)
+        return rows.mapInPandas(_via_pandas(run), schema)
     raise ValueError(f"unknown scoring method {method!r}; expected arrow or pandas")
 
 
@@ -122,16 +123,20 @@ def propensities(
 ) -> "DataFrame":
     """Propensity of every (customer, product) row holding all feature columns.
 
+    Rows are sorted inside each partition first, so every Arrow batch holds the same rows on a
+    rerun (the model's arithmetic then sees the same batches).
+
     ``keep``: string columns passed through (e.g. the candidate's retrieval source).
     """
     columns = [CUSTOMER, PRODUCT, *keep, *spec.BY_NAME]
     kept = "".join(f", {name} string" for name in keep)
     schema = f"{CUSTOMER} string, {PRODUCT} string{kept}, propensity float{_tag_schema(tag)}"
     run = propensity_batches(_broadcast(frame, handle), tag, keep)
+    rows = frame.select(*columns).sortWithinPartitions(CUSTOMER, PRODUCT)
     if method == "arrow":
-        return frame.select(*columns).mapInArrow(run, schema)
+        return rows.mapInArrow(run, schema)
     if method == "pandas":
-        return frame.select(*columns).mapInPandas(_via_pandas(run), schema)
+        return rows.mapInPandas(_via_pandas(run), schema)
     raise ValueError(f"unknown scoring method {method!r}; expected arrow or pandas")
 
 
@@ -157,7 +162,9 @@ def product_neighbours(product_embeddings: "DataFrame", n: int = NEIGHBOURS, blo
     import pyarrow as pa
 
     spark = product_embeddings.sparkSession
-    table = product_embeddings.select(PRODUCT, EMBEDDING).toArrow()
+    # In product order, and ties broken by that order below: the same embeddings always give the
+    # same neighbours, however Spark happened to read them.
+    table = product_embeddings.select(PRODUCT, EMBEDDING).toArrow().sort_by(PRODUCT)
     ids = np.asarray(table.column(PRODUCT).to_pylist(), dtype=object)
     if len(ids) < 2:
         return spark.createDataFrame([], f"{PRODUCT} string, neighbour_id string, similarity float")
@@ -170,7 +177,7 @@ def product_neighbours(product_embeddings: "DataFrame", n: int = NEIGHBOURS, blo
         similarity = vectors[start : start + block] @ vectors.T
         rows = np.arange(similarity.shape[0])
         similarity[rows, rows + start] = -np.inf  # not its own neighbour
-        best = np.argpartition(-similarity, take - 1, axis=1)[:, :take]
+        best = np.argsort(-similarity, axis=1, kind="stable")[:, :take]
         sources.append(np.repeat(ids[start : start + block], take))
         targets.append(ids[best.reshape(-1)])
         sims.append(np.take_along_axis(similarity, best, axis=1).reshape(-1))

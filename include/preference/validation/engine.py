@@ -178,6 +178,10 @@ class _Suites:
 
             self.spark = spark_session("validation")
         self.context = gx.get_context(mode="ephemeral")
+        # No tqdm bars per expectation run: task logs and the evaluate command stay readable.
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         self.docs = docs_dir is not None
         if docs_dir is not None:
             site: Any = {

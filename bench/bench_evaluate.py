@@ -37,11 +37,12 @@ def scaled_copy(source: Path, copies: int, guest_share: float, target: Path, see
     lines (no customer id) as ``guest_share`` of the result; written as CSV.gz to ``target``."""
     frame = pd.read_csv(source, dtype=str, keep_default_na=False)
     known = frame[frame["CustomerID"].str.strip() != ""]
+    number = pd.to_numeric(known["CustomerID"], errors="coerce")
+    offset = int(number.max()) + 1  # each copy's ids lie above every id of the one before
     parts = [frame]
     for copy in range(1, copies):
         part = known.copy()
-        number = pd.to_numeric(part["CustomerID"], errors="coerce")
-        part["CustomerID"] = (number + 100_000 * copy).map(lambda v: f"{v:.1f}")
+        part["CustomerID"] = (number + offset * copy).map(lambda v: f"{v:.1f}")
         # Invoices stay distinct (and cancellations keep their leading C): a suffix per copy.
         part["InvoiceNo"] = part["InvoiceNo"] + f"-{copy}"
         parts.append(part)

@@ -162,8 +162,8 @@ def product_neighbours(product_embeddings: "DataFrame", n: int = NEIGHBOURS, blo
     import pyarrow as pa
 
     spark = product_embeddings.sparkSession
-    # In product order, and ties broken by that order below: the same embeddings always give the
-    # same neighbours, however Spark happened to read them.
+    # In product order: the same embeddings always give the same neighbours (the selection below
+    # is deterministic for a given input order), however Spark happened to read them.
     table = product_embeddings.select(PRODUCT, EMBEDDING).toArrow().sort_by(PRODUCT)
     ids = np.asarray(table.column(PRODUCT).to_pylist(), dtype=object)
     if len(ids) < 2:
@@ -177,7 +177,7 @@ def product_neighbours(product_embeddings: "DataFrame", n: int = NEIGHBOURS, blo
         similarity = vectors[start : start + block] @ vectors.T
         rows = np.arange(similarity.shape[0])
         similarity[rows, rows + start] = -np.inf  # not its own neighbour
-        best = np.argsort(-similarity, axis=1, kind="stable")[:, :take]
+        best = np.argpartition(-similarity, take - 1, axis=1)[:, :take]
         sources.append(np.repeat(ids[start : start + block], take))
         targets.append(ids[best.reshape(-1)])
         sims.append(np.take_along_axis(similarity, best, axis=1).reshape(-1))

@@ -228,7 +228,7 @@ def test_strings_from_the_data_are_escaped_in_pages():
             "recommendations": [
                 {
                     "rank": 1,
-                    "product_id": "P1",
+                    "product_id": hostile,
                     "title": hostile,
                     "category": hostile,
                     "propensity": 0.5,
@@ -237,7 +237,7 @@ def test_strings_from_the_data_are_escaped_in_pages():
             ],
         },
     )
-    assert "<script>" not in page and page.count("&lt;script&gt;") == 4
+    assert "<script>" not in page and page.count("&lt;script&gt;") == 5
 
 
 @pytest.fixture(scope="module")

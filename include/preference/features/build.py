@@ -34,7 +34,6 @@ from include.preference.features.aggregates import (
     fold_full,
     fold_incremental,
     top_category,
-    union_all,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +58,37 @@ def read_partition(spark: "SparkSession", root: Path, layer: str, table: str, da
     if not path.is_dir() or not any(path.glob("*.parquet")):
         return None
     return spark.read.parquet(str(path))
+
+
+def read_days(
+    spark: "SparkSession", root: Path, layer: str, table: str, days: Iterable[dt.date], *, with_day: bool = False
+) -> "DataFrame":
+    """The staged partitions of ``days`` as one DataFrame (one scan), with their day as ``DAY``.
+
+    One scan over every day's files, not a union of one read per day: a union of hundreds of scans
+    costs more to plan than to run, and makes a task per file.
+
+    Raises:
+        PartitionNotFound: a day has no staged partition (named with the first missing day).
+    """
+    from pyspark.sql import functions as F
+
+    from include.preference.errors import PartitionNotFound
+
+    days = sorted(set(days))
+    if not days:
+        raise ValueError(f"read_days of {layer}/{table} needs at least one day")
+    paths = [partition_dir(root, layer, table, day) for day in days]
+    missing = [day for day, path in zip(days, paths, strict=True) if not any(path.glob("*.parquet"))]
+    if missing:
+        raise PartitionNotFound(
+            f"{layer}/{table}/dt={missing[0]} is not staged ({len(missing)} of {len(days)} days missing)"
+        )
+    partition = "dt"
+    frame = spark.read.option("basePath", str(root / layer / table)).parquet(*(str(p) for p in paths))
+    if with_day:
+        frame = frame.withColumn(DAY, F.to_date(F.col(partition).cast("string")))
+    return frame.drop(partition)
 
 
 def staged_days(root: Path, layer: str, table: str, until: dt.date) -> list[dt.date]:
@@ -165,16 +195,11 @@ def _snapshot(spark: "SparkSession", root: Path, table: str, day: dt.date) -> "D
 
 def _day_inputs(spark: "SparkSession", root: Path, days: list[dt.date]) -> tuple["DataFrame", ...]:
     """Events, orders and per-day catalogue of the given days."""
-    from pyspark.sql import functions as F
-
-    def union(table: str, with_day: bool) -> "DataFrame":
-        frames = []
-        for day in days:
-            frame = _snapshot(spark, root, table, day)
-            frames.append(frame.withColumn(DAY, F.lit(day)) if with_day else frame)
-        return union_all(frames)
-
-    return union("events", False), union("orders", False), union("products", True)
+    return (
+        read_days(spark, root, "validated", "events", days),
+        read_days(spark, root, "validated", "orders", days),
+        read_days(spark, root, "validated", "products", days, with_day=True),
+    )
 
 
 def daily_for(spark: "SparkSession", root: Path, day: dt.date) -> dict[str, "DataFrame"]:

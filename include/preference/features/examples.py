@@ -34,6 +34,7 @@ from include.preference.features.build import (
     FEATURE_LAYER,
     file_count,
     pair_features,
+    read_days,
     read_partition,
     write_table,
 )
@@ -126,7 +127,6 @@ def build_training_examples(
     from pyspark.sql import functions as F
 
     from include.preference.errors import PartitionNotFound
-    from include.preference.features.aggregates import union_all
 
     def need(layer: str, table: str, day: dt.date) -> "DataFrame":
         frame = read_partition(spark, root, layer, table, day)
@@ -138,7 +138,7 @@ def build_training_examples(
     products = need(FEATURE_LAYER, "products", anchor)
     pairs = need(FEATURE_LAYER, "state_pairs", anchor)
     categories = need(FEATURE_LAYER, "state_customer_categories", anchor)
-    orders = union_all([need("validated", "orders", day) for day in horizon_days_of(anchor, settings.horizon_days)])
+    orders = read_days(spark, root, "validated", "orders", horizon_days_of(anchor, settings.horizon_days))
 
     positives = (
         orders.select("customer_id", "product_id")

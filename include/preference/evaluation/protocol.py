@@ -3,9 +3,10 @@
 ``python -m include.preference evaluate --source online_retail --input FILE --cutoff D
 --horizon-days H --k K --output report.json``:
 
-1. import and validate every day of the file up to ``D + H`` with the importer and the Great
-   Expectations suites the DAG uses (a blocking rule stops the run, naming it); validated tables are
-   written in the lake layout under a work directory;
+1. import every day of the file up to ``D + H`` with the importer the DAG uses, and validate a
+   month of days at a time with the DAG's Great Expectations suites, each row judged against its
+   own day (a blocking rule stops the run, naming it and the day); validated tables are written
+   in the lake layout under a work directory, one partition per day;
 2. build point-in-time features (Spark, full mode) as of the training anchors ``D - H``,
    ``D - H - step``, ... (their label windows end by ``D``) and as of ``D``;
 3. build the training examples of those anchors and train the model (the DAG's trainer);
@@ -101,26 +102,50 @@ def file_days(source: str, path: Path) -> list[dt.date]:
     return sorted(set(frame[DAY]))
 
 
-def validate_one_day(source: str, path: Path, day: dt.date, root: Path) -> dict[str, dict[str, int]]:
-    """Import and validate one day into ``root/validated/<table>/dt=<day>``; counts per table."""
+STRETCH_DAYS = 31  # days validated together in one suite run (a month: bounded memory, few runs)
+
+
+def validate_stretch(source: str, path: Path, days: Sequence[dt.date], root: Path) -> dict[str, dict[str, int]]:
+    """Import consecutive days and validate them in one run into ``root/validated/<table>/dt=<day>``.
+
+    The importer lands each day as the DAG does; :func:`validate_days` runs the DAG's suites once
+    over all of them, each row judged against its own day. Returns counts per table.
+
+    Raises:
+        ValidationBlocked: a day-level rule failed, naming the table, rule, count and days.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from include.preference.errors import ValidationBlocked
     from include.preference.features.build import partition_dir
+    from include.preference.schema import TABLES
     from include.preference.sources import file_importer
-    from include.preference.validation import validate_day
+    from include.preference.validation import validate_days
+    from include.preference.validation.casting import ROW_DAY
 
-    raw, facts = file_importer(source)(path, day)
+    importer = file_importer(source)
+    raw, closed = {}, set()
+    for day in days:
+        raw[day], facts = importer(path, day)
+        if facts.get("closed_day"):
+            closed.add(day)
     # The DAG's rules and split; no Data Docs pages (nobody opens a one-off evaluation's).
-    result = validate_day(day, raw, None, closed_day=bool(facts.get("closed_day")))
+    result = validate_days(raw, closed_days=frozenset(closed))
     if result.blocking:
         failures = "; ".join(b.describe() for b in result.blocking)
-        raise ValidationBlocked(f"validation blocked {day} of {path}: {failures}")
+        raise ValidationBlocked(f"validation blocked {days[0]}..{days[-1]} of {path}: {failures}")
     counts = {}
     for name, outcome in result.tables.items():
-        target = partition_dir(root, "validated", name, day)
-        target.mkdir(parents=True, exist_ok=True)
-        pq.write_table(outcome.validated_table(), target / "part-00000.parquet")
+        schema = TABLES[name].arrow_schema()
+        by_day = outcome.validated.groupby(ROW_DAY, sort=False).indices
+        for day in days:
+            rows = by_day.get(day.isoformat(), [])
+            part = outcome.validated.iloc[rows].drop(columns=ROW_DAY)
+            target = partition_dir(root, "validated", name, day)
+            target.mkdir(parents=True, exist_ok=True)
+            table = pa.Table.from_pandas(part, schema=schema, preserve_index=False)
+            pq.write_table(table, target / "part-00000.parquet")
         counts[name] = {
             "rows_in": outcome.rows_in,
             "validated": len(outcome.validated),
@@ -132,7 +157,7 @@ def validate_one_day(source: str, path: Path, day: dt.date, root: Path) -> dict[
 def stage_validated(
     source: str, path: Path, days: Sequence[dt.date], root: Path, processes: int | None = None
 ) -> dict[str, dict[str, int]]:
-    """Import and validate every day (in parallel processes, one day each); totals per table.
+    """Import and validate every day (stretches of ``STRETCH_DAYS`` in parallel processes); totals.
 
     Days are independent here (no trailing-volume rules: the file is history, not a live feed).
     Workers are forked: call this before starting Spark or TensorFlow in the process (spawned
@@ -142,15 +167,15 @@ def stage_validated(
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    processes = processes or max(1, min(len(days), os.cpu_count() or 1))
+    stretches = [list(days[i : i + STRETCH_DAYS]) for i in range(0, len(days), STRETCH_DAYS)]
+    processes = processes or max(1, min(len(stretches), os.cpu_count() or 1))
     totals: dict[str, dict[str, int]] = {}
     if processes == 1:
-        results = [validate_one_day(source, path, day, root) for day in days]
+        results = [validate_stretch(source, path, stretch, root) for stretch in stretches]
     else:
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(
-                pool.map(validate_one_day, [source] * len(days), [path] * len(days), days, [root] * len(days))
-            )
+            n = len(stretches)
+            results = list(pool.map(validate_stretch, [source] * n, [path] * n, stretches, [root] * n))
     for counts in results:
         for name, values in counts.items():
             total = totals.setdefault(name, dict.fromkeys(values, 0))

@@ -15,6 +15,8 @@ import pandas as pd
 from include.preference.schema import TableSpec
 
 ROW_ID = "_row"
+# The logical day of each row when several days are validated together (``validate_days``).
+ROW_DAY = "_logical_day"
 # U+FFFD marks bytes that were not valid in the file's encoding; C0 controls never belong in text.
 BAD_TEXT = re.compile(r"[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 PARSE_RULES = {
@@ -91,7 +93,7 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
     Missing required columns are reported (a blocking problem for the caller); missing optional
     columns are added as nulls; extra columns are dropped and reported.
     """
-    present_columns = set(raw.columns) - {ROW_ID}
+    present_columns = set(raw.columns) - {ROW_ID, ROW_DAY}
     missing = [c.name for c in spec.columns if c.required and c.name not in present_columns]
     # Columns starting with "_" are lineage (e.g. the source line), kept in quarantine, not reported.
     extra = sorted(c for c in present_columns - set(spec.column_names) if not str(c).startswith("_"))
@@ -128,5 +130,7 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
             result.failed_columns[column.name] = bad
     frame = pd.DataFrame(typed, index=raw.index)
     frame[ROW_ID] = raw[ROW_ID].to_numpy() if ROW_ID in raw else np.arange(len(raw))
+    if ROW_DAY in raw:
+        frame[ROW_DAY] = raw[ROW_DAY].to_numpy()
     result.frame = frame
     return result

@@ -22,8 +22,9 @@ from include.preference.schema import TABLES
 
 if TYPE_CHECKING:
     import pyarrow as pa
-from include.preference.validation.casting import ROW_ID, cast_table
+from include.preference.validation.casting import ROW_DAY, ROW_ID, cast_table
 from include.preference.validation.rules import (
+    DAY_LAST_SECONDS,
     KNOWN_CUSTOMER,
     KNOWN_PRODUCT,
     PARSE_RULE_ORDER,
@@ -71,10 +72,24 @@ class BlockingFailure:
     rule: str
     count: int
     detail: str = ""
+    # Several days validated together: (day, count) for each day the failure concerns.
+    by_day: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def days(self) -> tuple[str, ...]:
+        return tuple(day for day, _ in self.by_day)
 
     def describe(self) -> str:
         text = f"{self.table}: {self.rule} ({self.count})"
+        if self.by_day:
+            more = len(self.by_day) - 1
+            text += f" on {self.by_day[0][0]}" + (f" and {more} more day{'s' if more > 1 else ''}" if more else "")
         return f"{text} {self.detail}".strip()
+
+    def on(self, day: str) -> "BlockingFailure":
+        """This failure as the one day's validation would report it."""
+        count = dict(self.by_day).get(day, self.count)
+        return BlockingFailure(self.table, self.rule, count, self.detail)
 
 
 @dataclass
@@ -130,21 +145,49 @@ class DayValidation:
 
 
 def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext) -> pd.DataFrame:
-    """Columns the expectations read: seconds into the day, normalised codes, orphan flags."""
+    """Columns the expectations read: seconds into the day, normalised codes, orphan flags.
+
+    With several days (``ROW_DAY`` present) each row is measured against its own day and the
+    orphan checks look it up in its own day's catalogue (known keys are ``day|id``).
+    """
     spec = TABLES[table]
     out = frame.copy()
+    several = ROW_DAY in out
     if spec.time_column:
-        start = pd.Timestamp(ctx.day, tz="UTC")
+        if several:
+            starts = {day: pd.Timestamp(day, tz="UTC") for day in out[ROW_DAY].unique()}
+            start: Any = pd.to_datetime(out[ROW_DAY].map(starts), utc=True)
+        else:
+            start = pd.Timestamp(ctx.day, tz="UTC")
         out[SECONDS] = (out[spec.time_column] - start).dt.total_seconds()
+        if several:
+            out[DAY_LAST_SECONDS] = out.groupby(ROW_DAY)[SECONDS].transform("max")
     if "product_id" in out:
         out[PRODUCT_CODE] = out["product_id"].str.strip().str.upper()
         if ctx.known_products is not None:
-            known = out["product_id"].isin(ctx.known_products)
+            known = _lookup_keys(out, "product_id").isin(ctx.known_products)
             out[KNOWN_PRODUCT] = (known | out["product_id"].isna()).astype(bool)
     if "customer_id" in out and ctx.known_customers is not None:
-        known = out["customer_id"].isin(ctx.known_customers)
+        known = _lookup_keys(out, "customer_id").isin(ctx.known_customers)
         out[KNOWN_CUSTOMER] = (known | out["customer_id"].isna()).astype(bool)
     return out
+
+
+def _lookup_keys(frame: pd.DataFrame, column: str) -> pd.Series:
+    """The ids of ``column`` as the known sets hold them: ``id``, or ``day|id`` with several days."""
+    if ROW_DAY not in frame:
+        return frame[column]
+    return frame[ROW_DAY].astype(str) + "|" + frame[column].astype("string").fillna("")
+
+
+def _known_keys(outcome: "TableOutcome", column: str) -> frozenset[str]:
+    validated = outcome.validated.dropna(subset=[column])
+    return frozenset(_lookup_keys(validated, column).astype(str))
+
+
+def _day_counts(days: pd.Series) -> tuple[tuple[str, int], ...]:
+    counts = days.astype(str).value_counts()
+    return tuple((day, int(counts[day])) for day in sorted(counts.index))
 
 
 def choose_backend(rows: int, threshold: int | None = None) -> str:
@@ -230,6 +273,17 @@ def _flagged_rows(expectation_result: Any) -> np.ndarray:
     return np.fromiter((r[ROW_ID] for r in rows), dtype=np.int64, count=len(rows))
 
 
+def _blocking_days(rule: str, result: Any, frame: pd.DataFrame, position: pd.Series) -> tuple[tuple[str, int], ...]:
+    """The days a failed day-level rule concerns, with the rows it found on each."""
+    if rule == "empty_day":
+        seen = set(frame[ROW_DAY])
+        return tuple((day, 0) for day in result.expectation_config.kwargs["value_set"] if day not in seen)
+    if rule == "stale_data":
+        return _day_counts(frame.loc[frame[DAY_LAST_SECONDS] < 0, ROW_DAY])
+    rows = position.loc[_flagged_rows(result)].to_numpy()
+    return _day_counts(frame[ROW_DAY].iloc[rows])
+
+
 def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Suites) -> TableOutcome:
     """Validate one landed table; the raw rows come back split, none lost."""
     spec = TABLES[table]
@@ -245,12 +299,23 @@ def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Sui
             )
         )
         return outcome
+    several = ROW_DAY in raw
+    day_of_row = raw[ROW_DAY].astype(str) if several else pd.Series("", index=raw.index)
     for column, bad in cast.failed_columns.items():
-        present = raw[column].notna().sum()
-        if bad.sum() >= WRONG_TYPE_MIN_ROWS and bad.sum() > WRONG_TYPE_SHARE * max(present, 1):
+        per_day = pd.DataFrame({"bad": bad, "present": raw[column].notna(), "day": day_of_row}).groupby("day").sum()
+        wrong = per_day[
+            (per_day["bad"] >= WRONG_TYPE_MIN_ROWS) & (per_day["bad"] > WRONG_TYPE_SHARE * per_day["present"].clip(1))
+        ]
+        if len(wrong):
             type_name = next(c.type for c in spec.columns if c.name == column)
             outcome.blocking.append(
-                BlockingFailure(table, "wrong_type", int(bad.sum()), f"column {column} is not {type_name}")
+                BlockingFailure(
+                    table,
+                    "wrong_type",
+                    int(wrong["bad"].sum()),
+                    f"column {column} is not {type_name}",
+                    tuple((str(d), int(n)) for d, n in wrong["bad"].items()) if several else (),
+                )
             )
     if outcome.blocking:
         return outcome
@@ -277,9 +342,15 @@ def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Sui
         elif kind == "blocking" and not result.success:
             count = result.result.get("unexpected_count")
             observed = result.result.get("observed_value")
-            outcome.blocking.append(
-                BlockingFailure(table, rule, int(count if count is not None else len(frame)), f"observed {observed}")
-            )
+            if not several:
+                outcome.blocking.append(
+                    BlockingFailure(
+                        table, rule, int(count if count is not None else len(frame)), f"observed {observed}"
+                    )
+                )
+                continue
+            by_day = _blocking_days(rule, result, frame, position)
+            outcome.blocking.append(BlockingFailure(table, rule, sum(n for _, n in by_day), "", by_day))
 
     any_flag = np.zeros(len(frame), dtype=bool)
     primary = np.full(len(frame), "", dtype=object)
@@ -292,17 +363,39 @@ def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Sui
         if mask.any():
             outcome.by_rule_all[rule] = int(mask.sum())
             outcome.by_rule[rule] = int(first.sum())
-    outcome.validated = cast.frame.loc[~any_flag, list(spec.column_names)].reset_index(drop=True)
+    kept = [*spec.column_names, ROW_DAY] if several else list(spec.column_names)
+    outcome.validated = cast.frame.loc[~any_flag, kept].reset_index(drop=True)
     quarantine = raw.loc[any_flag].copy()
     for column in quarantine.columns:
-        if column != ROW_ID:
+        if column not in (ROW_ID, ROW_DAY):
             quarantine[column] = quarantine[column].astype("string")
     quarantine["rule"] = primary[any_flag]
     quarantine["rules"] = everything[any_flag]
     outcome.quarantine = quarantine.reset_index(drop=True)
-    if spec.time_column and SECONDS in frame and (~any_flag).any():
+    if spec.time_column and SECONDS in frame and (~any_flag).any() and not several:
         outcome.last_seconds = float(frame.loc[~any_flag, SECONDS].max())
     return outcome
+
+
+def _validate_tables(
+    raw: Mapping[str, pd.DataFrame], suites: _Suites, context: dict[str, Any]
+) -> dict[str, TableOutcome]:
+    """Every table in ``VALIDATION_ORDER``; dimensions first, so facts can be checked for orphans."""
+    outcomes: dict[str, TableOutcome] = {}
+    known: dict[str, frozenset[str] | None] = {"products": None, "customers": None}
+    trailing = context.pop("trailing", None) or {}
+    for table in VALIDATION_ORDER:
+        ctx = RuleContext(
+            known_products=known["products"],
+            known_customers=known["customers"],
+            trailing=trailing.get(table),
+            **context,
+        )
+        outcome = validate_table(table, raw[table], ctx, suites)
+        outcomes[table] = outcome
+        if table in known and not outcome.blocking:
+            known[table] = _known_keys(outcome, TABLES[table].key[0])
+    return outcomes
 
 
 def validate_day(
@@ -329,23 +422,14 @@ def validate_day(
     """
     backend = backend or choose_backend(max((len(frame) for frame in raw.values()), default=0))
     suites = _Suites(docs_dir, backend)
-    outcomes: dict[str, TableOutcome] = {}
-    known: dict[str, frozenset[str] | None] = {"products": None, "customers": None}
-    for table in VALIDATION_ORDER:
-        ctx = RuleContext(
-            day=day,
-            known_products=known["products"],
-            known_customers=known["customers"],
-            trailing=(trailing or {}).get(table),
-            closed_day=closed_day,
-            volume_factor=volume_factor,
-            truncation_hours=truncation_hours,
-        )
-        outcome = validate_table(table, raw[table], ctx, suites)
-        outcomes[table] = outcome
-        if table in known and not outcome.blocking:
-            key = TABLES[table].key[0]
-            known[table] = frozenset(outcome.validated[key].dropna().astype(str))
+    context = {
+        "day": day,
+        "trailing": trailing,
+        "closed_day": closed_day,
+        "volume_factor": volume_factor,
+        "truncation_hours": truncation_hours,
+    }
+    outcomes = _validate_tables(raw, suites, context)
     for page in docs_dir.rglob("*.html") if docs_dir is not None else ():
         page.write_text(_stabilise_page(page.read_text(), day))
     result = DayValidation(day, outcomes, docs_dir)
@@ -356,3 +440,90 @@ def validate_day(
         {t: (o.rows_in, len(o.validated), len(o.quarantine)) for t, o in outcomes.items()},
     )
     return result
+
+
+@dataclass
+class HistoryValidation:
+    """Several days validated together: each row judged against its own day."""
+
+    days: tuple[dt.date, ...]
+    tables: dict[str, TableOutcome]
+
+    @property
+    def blocking(self) -> list[BlockingFailure]:
+        return [b for outcome in self.tables.values() for b in outcome.blocking]
+
+    def day(self, day: dt.date) -> DayValidation:
+        """One day's share, as validating that day alone reports it (rows, counts, failures)."""
+        key = day.isoformat()
+        tables = {}
+        for name, outcome in self.tables.items():
+            validated = outcome.validated[outcome.validated[ROW_DAY] == key].drop(columns=ROW_DAY)
+            quarantine = outcome.quarantine[outcome.quarantine[ROW_DAY] == key].drop(columns=ROW_DAY)
+            mine = TableOutcome(
+                name,
+                len(validated) + len(quarantine),
+                validated.reset_index(drop=True),
+                quarantine.reset_index(drop=True),
+                extra_columns=outcome.extra_columns,
+            )
+            if len(quarantine):
+                every = quarantine["rules"].str.split(";").explode().value_counts()
+                first = quarantine["rule"].value_counts()
+                mine.by_rule_all = {str(k): int(v) for k, v in every.items()}
+                mine.by_rule = {rule: int(first.get(rule, 0)) for rule in mine.by_rule_all}
+            mine.blocking = [b.on(key) for b in outcome.blocking if not b.by_day or key in b.days]
+            tables[name] = mine
+        return DayValidation(day, tables, None)
+
+
+def validate_days(
+    raw_by_day: Mapping[dt.date, Mapping[str, pd.DataFrame]],
+    *,
+    closed_days: frozenset[dt.date] = frozenset(),
+    backend: str | None = None,
+) -> HistoryValidation:
+    """Validate the landed tables of several days in one suite run per table (history files).
+
+    The same suites as :func:`validate_day`, with every row judged against its own day: times
+    inside that day, orphans looked up in that day's validated catalogue, and the day-level rules
+    (unique keys, no empty open day, not stale, column types) judged per day and naming the days
+    that break them. Trailing volume and truncation rules belong to a live feed and are not run.
+    One suite run instead of one per day: on a year of invoices the suites' fixed cost, not the
+    rows, is what a day-by-day validation spends its time on. No Data Docs.
+    """
+    days = tuple(sorted(raw_by_day))
+    if not days:
+        raise ValueError("validate_days needs at least one day")
+    raw: dict[str, pd.DataFrame] = {}
+    structural: dict[str, BlockingFailure] = {}
+    for table in VALIDATION_ORDER:
+        required = [c.name for c in TABLES[table].columns if c.required]
+        missing = {d: [c for c in required if c not in raw_by_day[d][table]] for d in days}
+        gaps = tuple((d.isoformat(), len(cols)) for d, cols in missing.items() if cols)
+        if gaps:
+            names = sorted({c for cols in missing.values() for c in cols})
+            structural[table] = BlockingFailure(
+                table, "missing_columns", len(names), f"missing: {', '.join(names)}", gaps
+            )
+        raw[table] = pd.concat(
+            [raw_by_day[d][table].assign(**{ROW_DAY: d.isoformat()}) for d in days], ignore_index=True
+        )
+    backend = backend or choose_backend(max((len(frame) for frame in raw.values()), default=0))
+    suites = _Suites(None, backend)
+    context = {"day": days[-1], "days": days, "closed_days": frozenset(closed_days)}
+    outcomes = _validate_tables(raw, suites, context)
+    for table, failure in structural.items():  # columns missing on some days only
+        outcome = outcomes[table]
+        outcome.validated = outcome.validated.iloc[0:0]
+        outcome.quarantine = outcome.quarantine.iloc[0:0]
+        outcome.blocking = [failure]
+    log.info(
+        "validated %d days (%s..%s) on %s: %s",
+        len(days),
+        days[0],
+        days[-1],
+        backend,
+        {t: (o.rows_in, len(o.validated), len(o.quarantine)) for t, o in outcomes.items()},
+    )
+    return HistoryValidation(days, outcomes)

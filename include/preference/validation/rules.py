@@ -17,6 +17,8 @@ from typing import Any
 from include.preference.schema import EVENT_TYPES, NON_PRODUCT_CODES, RATING_RANGE, TABLES, TableSpec
 
 SECONDS = "_seconds_in_day"
+# Several days at once: the latest time of the row's own day (stale_data judges each day).
+DAY_LAST_SECONDS = "_day_last_seconds"
 PRODUCT_CODE = "_product_code"
 # Orphan checks read precomputed flags: a value set of every known id would bloat the Data Docs.
 KNOWN_PRODUCT = "_known_product"
@@ -54,6 +56,14 @@ class RuleContext:
     volume_factor: float = 3.0
     truncation_hours: float = 8.0
     min_trailing_days: int = 3
+    # Several days validated together (history files): every row carries its day (``ROW_DAY``),
+    # row rules judge it against that day, blocking rules judge each day. No trailing statistics.
+    days: tuple[dt.date, ...] = ()
+    closed_days: frozenset[dt.date] = frozenset()
+
+    @property
+    def several_days(self) -> bool:
+        return bool(self.days)
 
 
 @dataclass(frozen=True)
@@ -128,7 +138,9 @@ def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]
         if ctx.known_customers is not None and "customer_id" in columns:
             row("orphan_customer", gxe.ExpectColumnValuesToBeInSet, column=KNOWN_CUSTOMER, value_set=[True])
 
-    # Blocking rules: judged on the whole day.
+    # Blocking rules: judged on the whole day (on each day, when several are validated together).
+    if ctx.several_days:
+        return rules + _several_days_blocking_rules(spec, ctx, row_count)
     if len(spec.key) == 1:
         blocking("duplicate_keys", gxe.ExpectColumnValuesToBeUnique, column=spec.key[0])
     else:
@@ -154,6 +166,51 @@ def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]
                 column=SECONDS,
                 min_value=max(0.0, typical_end - ctx.truncation_hours * 3600),
             )
+    return rules
+
+
+def _several_days_blocking_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]:
+    """The day-level rules over a frame of several days: the same verdicts, per day.
+
+    Keys are unique within each day, every open day has rows, and each day has a row inside it.
+    Volume and truncation compare a day with the ones before it in a live feed: not judged here.
+    """
+    import great_expectations.expectations as gxe
+
+    from include.preference.validation.casting import ROW_DAY
+
+    if ctx.trailing is not None:
+        raise ValueError("trailing statistics judge one day of a live feed; validate that day alone")
+    rules = [
+        Rule(
+            "duplicate_keys",
+            "blocking",
+            gxe.ExpectCompoundColumnsToBeUnique(
+                column_list=[*spec.key, ROW_DAY], meta=_meta("duplicate_keys", "blocking")
+            ),
+        )
+    ]
+    open_days = sorted(d.isoformat() for d in ctx.days if d not in ctx.closed_days)
+    if not spec.may_be_empty and open_days:
+        rules.append(
+            Rule(
+                "empty_day",
+                "blocking",
+                gxe.ExpectColumnDistinctValuesToContainSet(
+                    column=ROW_DAY, value_set=open_days, meta=_meta("empty_day", "blocking")
+                ),
+            )
+        )
+    if spec.time_column and row_count > 0:
+        rules.append(
+            Rule(
+                "stale_data",
+                "blocking",
+                gxe.ExpectColumnMinToBeBetween(
+                    column=DAY_LAST_SECONDS, min_value=0, meta=_meta("stale_data", "blocking")
+                ),
+            )
+        )
     return rules
 
 

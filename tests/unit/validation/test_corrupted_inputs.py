@@ -2,7 +2,9 @@
 
 Every case starts from a clean synthetic day (as text, the way a file lands), breaks it in one way,
 and checks the rule that fires, whether the day is blocked or the rows quarantined, the counts,
-and that the untouched rows are all still validated.
+and that the untouched rows are all still validated. Each case runs twice: the day validated alone
+(``validate_day``, the daily DAG) and the day validated between two clean days in one run
+(``validate_days``, history files): the broken day's share must read the same.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 import pytest
 
 from include.preference.sources.synthetic import SyntheticConfig, generate_day_frames
-from include.preference.validation import TrailingStats, validate_day
+from include.preference.validation import TrailingStats, validate_day, validate_days
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
 
@@ -41,8 +43,24 @@ def clean() -> dict[str, pd.DataFrame]:
     return {name: as_text(frame) for name, frame in generate_day_frames(CONFIG, DAY).items()}
 
 
-def run(tables: dict[str, pd.DataFrame], tmp_path: Path, **kwargs):
-    return validate_day(DAY, tables, tmp_path / "docs", **kwargs)
+@pytest.fixture(scope="module")
+def neighbours() -> dict[dt.date, dict[str, pd.DataFrame]]:
+    days = (DAY - dt.timedelta(days=1), DAY + dt.timedelta(days=1))
+    return {d: {name: as_text(frame) for name, frame in generate_day_frames(CONFIG, d).items()} for d in days}
+
+
+@pytest.fixture(params=["alone", "between_clean_days"])
+def run(request, neighbours) -> Callable[..., object]:
+    def alone(tables: dict[str, pd.DataFrame], tmp_path: Path, **kwargs):
+        return validate_day(DAY, tables, tmp_path / "docs", **kwargs)
+
+    def between_clean_days(tables: dict[str, pd.DataFrame], tmp_path: Path, closed_day: bool = False):
+        result = validate_days({**neighbours, DAY: tables}, closed_days=frozenset({DAY} if closed_day else ()))
+        for day in neighbours:  # the clean days stay clean whatever happened to their neighbour
+            assert result.day(day).tables["events"].quarantine.empty
+        return result.day(DAY)
+
+    return alone if request.param == "alone" else between_clean_days
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +166,7 @@ QUARANTINE_CASES = [
 
 @pytest.mark.parametrize("case, table, change, rule, count", QUARANTINE_CASES, ids=[c[0] for c in QUARANTINE_CASES])
 def test_row_level_corruption_is_quarantined_under_its_rule(
-    clean, baseline, tmp_path, case, table, change, rule, count
+    run, clean, baseline, tmp_path, case, table, change, rule, count
 ):
     result = run(corrupt(clean, table, change), tmp_path)
     assert result.blocking == []
@@ -161,28 +179,28 @@ def test_row_level_corruption_is_quarantined_under_its_rule(
     assert (outcome.quarantine.loc[outcome.quarantine["rule"] == rule, "rules"].str.contains(rule)).all()
 
 
-def test_rating_out_of_range_is_quarantined(clean, baseline, tmp_path):
+def test_rating_out_of_range_is_quarantined(run, clean, baseline, tmp_path):
     review = clean["orders"].iloc[[0]].rename(columns={"order_time": "review_time"})
     review = review.assign(review_id="R-1", rating="7", text="great")[list(clean["reviews"].columns)]
     outcome = run({**clean, "reviews": review}, tmp_path).tables["reviews"]
     assert outcome.by_rule == {"rating_out_of_range": 1} and outcome.validated.empty
 
 
-def test_mixed_time_zones_that_stay_inside_the_day_are_valid(clean, baseline, tmp_path):
+def test_mixed_time_zones_that_stay_inside_the_day_are_valid(run, clean, baseline, tmp_path):
     tables = corrupt(clean, "events", set_rows("event_time", "2025-05-14T14:30:00+02:00", rows=(0, 1)))
     outcome = run(tables, tmp_path).tables["events"]
     assert outcome.quarantine.empty and len(outcome.validated) == baseline["events"]
     assert (outcome.validated["event_time"] == pd.Timestamp("2025-05-14T12:30:00Z")).sum() >= 2
 
 
-def test_extra_columns_are_reported_and_dropped(clean, baseline, tmp_path):
+def test_extra_columns_are_reported_and_dropped(run, clean, baseline, tmp_path):
     tables = corrupt(clean, "events", lambda f: f.assign(referrer="ads"))
     outcome = run(tables, tmp_path).tables["events"]
     assert outcome.extra_columns == ["referrer"] and "referrer" not in outcome.validated
     assert len(outcome.validated) == baseline["events"]
 
 
-def test_column_order_does_not_matter(clean, baseline, tmp_path):
+def test_column_order_does_not_matter(run, clean, baseline, tmp_path):
     tables = corrupt(clean, "events", lambda f: f[list(reversed(f.columns))])
     outcome = run(tables, tmp_path).tables["events"]
     assert outcome.quarantine.empty and len(outcome.validated) == baseline["events"]
@@ -200,7 +218,7 @@ BLOCKING_CASES = [
 
 
 @pytest.mark.parametrize("case, table, change, rule, count", BLOCKING_CASES, ids=[c[0] for c in BLOCKING_CASES])
-def test_table_level_corruption_blocks_the_day_with_its_rule(clean, tmp_path, case, table, change, rule, count):
+def test_table_level_corruption_blocks_the_day_with_its_rule(run, clean, tmp_path, case, table, change, rule, count):
     result = run(corrupt(clean, table, change), tmp_path)
     failures = [b for b in result.blocking if b.table == table]
     assert [b.rule for b in failures][:1] == [rule], result.summary()["blocking"]
@@ -211,7 +229,7 @@ def test_table_level_corruption_blocks_the_day_with_its_rule(clean, tmp_path, ca
 
 def test_volume_far_below_the_trailing_days_blocks(clean, tmp_path):
     trailing = {"events": TrailingStats(row_counts=(50_000, 52_000, 51_000), last_seconds=(80_000.0,) * 3)}
-    result = run(clean, tmp_path, trailing=trailing)
+    result = validate_day(DAY, clean, tmp_path / "docs", trailing=trailing)
     assert [b.rule for b in result.blocking if b.table == "events"] == ["volume_anomaly"]
 
 
@@ -220,11 +238,11 @@ def test_a_day_that_stops_early_is_truncated(clean, tmp_path):
     early = events[events["event_time"] < "2025-05-14T12"].copy()
     n = len(events)
     trailing = {"events": TrailingStats(row_counts=(n, n, n), last_seconds=(84_000.0, 83_000.0, 85_000.0))}
-    result = run({**clean, "events": early}, tmp_path, trailing=trailing)
+    result = validate_day(DAY, {**clean, "events": early}, tmp_path / "docs", trailing=trailing)
     assert [b.rule for b in result.blocking if b.table == "events"] == ["truncated_day"]
 
 
-def test_a_closed_day_may_be_empty(clean, tmp_path):
+def test_a_closed_day_may_be_empty(run, clean, tmp_path):
     result = run(
         {**clean, "events": clean["events"].iloc[0:0], "orders": clean["orders"].iloc[0:0]}, tmp_path, closed_day=True
     )

@@ -1,0 +1,134 @@
+"""A history file through validation and a full feature build: our way vs day by day.
+
+    .venv/bin/python bench/bench_history.py [--input ../shared/data/online_retail_dev.csv.gz]
+        [--days 120] [--scale N] [--skip-per-day-validation]
+
+The evaluation protocol (and a backfill's first full feature build) read a whole history:
+
+* validation: the DAG's suites over ``--days`` days of the file, one suite run per month of days
+  (``validate_stretch``, every row judged against its own day) vs one run per day
+  (``validate_day``, what the daily DAG does), both in two processes; the validated rows must match;
+* features: a full build as of the last day, reading every day's partitions in one scan
+  (``read_days``) vs a union of one read per day; the built features must match.
+
+Prints seconds and the ratio for each. ``--scale N`` writes the file N times over with distinct
+customers first (as ``bench_evaluate.py --scale``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import multiprocessing
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import reduce
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+from bench_evaluate import scaled_copy
+
+from include.preference.evaluation.protocol import file_days, stage_validated
+from include.preference.features import build
+
+
+def validate_alone(source: str, path: Path, day: dt.date, root: Path) -> int:
+    """One day validated by itself, as the daily DAG does; validated rows written like the protocol."""
+    from include.preference.features.build import partition_dir
+    from include.preference.sources import file_importer
+    from include.preference.validation import validate_day
+
+    raw, facts = file_importer(source)(path, day)
+    result = validate_day(day, raw, None, closed_day=bool(facts.get("closed_day")))
+    assert not result.blocking, result.summary()["blocking"]
+    for name, outcome in result.tables.items():
+        target = partition_dir(root, "validated", name, day)
+        target.mkdir(parents=True, exist_ok=True)
+        pq.write_table(outcome.validated_table(), target / "part-00000.parquet")
+    return sum(len(o.validated) for o in result.tables.values())
+
+
+def union_of_reads(spark, root: Path, days: list[dt.date]) -> tuple:
+    """The obvious way: read each day's partition and union them."""
+    from pyspark.sql import functions as F
+
+    def union(table: str, with_day: bool):
+        frames = []
+        for day in days:
+            frame = build.read_partition(spark, root, "validated", table, day)
+            frames.append(frame.withColumn(build.DAY, F.lit(day)) if with_day else frame)
+        return reduce(lambda a, b: a.unionByName(b), frames)
+
+    return union("events", False), union("orders", False), union("products", True)
+
+
+def features_of(root: Path, day: dt.date) -> dict[str, pd.DataFrame]:
+    out = {}
+    for table in ("customers", "products", "state_pairs"):
+        frame = pd.read_parquet(build.partition_dir(root, build.FEATURE_LAYER, table, day))
+        out[table] = frame.sort_values(list(frame.columns[:2])).reset_index(drop=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_input = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail_dev.csv.gz"
+    parser.add_argument("--input", type=Path, default=default_input)
+    parser.add_argument("--days", type=int, default=120)
+    parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--skip-per-day-validation", action="store_true", help="reuse ours for both builds")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-history-") as work:
+        source = args.input
+        if args.scale > 1:
+            source = Path(work) / "scaled.csv.gz"
+            size = scaled_copy(args.input, args.scale, 135_080 / 541_909, source)
+            print(f"scaled file: {size['lines']:,} lines, {size['customers']:,} customers")
+        present = file_days("online_retail", source)
+        days = [present[0] + dt.timedelta(days=i) for i in range(args.days)]
+        ours_root, alone_root = Path(work) / "ours", Path(work) / "alone"
+
+        start = time.perf_counter()
+        counts = stage_validated("online_retail", source, days, ours_root, processes=2)
+        ours = time.perf_counter() - start
+        rows = sum(c["rows_in"] for c in counts.values())
+        print(f"validation, {len(days)} days ({rows:,} rows in): ours {ours:.1f}s")
+        if not args.skip_per_day_validation:
+            start = time.perf_counter()
+            with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
+                n = len(days)
+                validated = sum(pool.map(validate_alone, ["online_retail"] * n, [source] * n, days, [alone_root] * n))
+            alone = time.perf_counter() - start
+            assert validated == sum(c["validated"] for c in counts.values()), "validated rows differ"
+            print(f"validation day by day {alone:.1f}s: {alone / ours:.1f}x ours")
+
+        from include.preference.spark import spark_session
+
+        spark = spark_session("bench-history")
+        last = days[-1]
+        build.build_features(spark, ours_root, days[len(days) // 4], mode="full", keep_dailies=False)  # warm-up
+        start = time.perf_counter()
+        build.build_features(spark, ours_root, last, mode="full", keep_dailies=False)
+        one_scan = time.perf_counter() - start
+        expected = features_of(ours_root, last)
+
+        original = build._day_inputs
+        build._day_inputs = union_of_reads  # type: ignore[assignment]
+        try:
+            start = time.perf_counter()
+            build.build_features(spark, ours_root, last, mode="full", keep_dailies=False)
+            unions = time.perf_counter() - start
+        finally:
+            build._day_inputs = original  # type: ignore[assignment]
+        for table, frame in features_of(ours_root, last).items():
+            pd.testing.assert_frame_equal(frame, expected[table], obj=table)
+        print(f"full feature build as of day {len(days)}: one scan {one_scan:.1f}s, union of per-day reads")
+        print(f"  {unions:.1f}s: {unions / one_scan:.1f}x one scan (same features)")
+        spark.stop()
+
+
+if __name__ == "__main__":
+    main()

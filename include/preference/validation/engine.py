@@ -378,17 +378,22 @@ def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Sui
 
 
 def _validate_tables(
-    raw: Mapping[str, pd.DataFrame], suites: _Suites, context: dict[str, Any]
+    raw: Mapping[str, pd.DataFrame],
+    suites: _Suites,
+    context: Mapping[str, Any],
+    trailing: Mapping[str, TrailingStats] | None = None,
 ) -> dict[str, TableOutcome]:
-    """Every table in ``VALIDATION_ORDER``; dimensions first, so facts can be checked for orphans."""
+    """Every table in ``VALIDATION_ORDER``; dimensions first, so facts can be checked for orphans.
+
+    ``context`` holds the ``RuleContext`` fields shared by every table (day, closed days...).
+    """
     outcomes: dict[str, TableOutcome] = {}
     known: dict[str, frozenset[str] | None] = {"products": None, "customers": None}
-    trailing = context.pop("trailing", None) or {}
     for table in VALIDATION_ORDER:
         ctx = RuleContext(
             known_products=known["products"],
             known_customers=known["customers"],
-            trailing=trailing.get(table),
+            trailing=(trailing or {}).get(table),
             **context,
         )
         outcome = validate_table(table, raw[table], ctx, suites)
@@ -424,12 +429,11 @@ def validate_day(
     suites = _Suites(docs_dir, backend)
     context = {
         "day": day,
-        "trailing": trailing,
         "closed_day": closed_day,
         "volume_factor": volume_factor,
         "truncation_hours": truncation_hours,
     }
-    outcomes = _validate_tables(raw, suites, context)
+    outcomes = _validate_tables(raw, suites, context, trailing)
     for page in docs_dir.rglob("*.html") if docs_dir is not None else ():
         page.write_text(_stabilise_page(page.read_text(), day))
     result = DayValidation(day, outcomes, docs_dir)

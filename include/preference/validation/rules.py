@@ -79,6 +79,10 @@ def _meta(name: str, kind: str) -> dict[str, str]:
     return {"rule": name, "kind": kind}
 
 
+def _blocking(name: str, expectation_class: Any, **kwargs: Any) -> Rule:
+    return Rule(name, "blocking", expectation_class(meta=_meta(name, "blocking"), **kwargs))
+
+
 def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]:
     """The suite for one table on one day, in priority order."""
     import great_expectations.expectations as gxe
@@ -89,7 +93,7 @@ def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]
         rules.append(Rule(name, "row", expectation_class(meta=_meta(name, "row"), **kwargs)))
 
     def blocking(name: str, expectation_class: Any, **kwargs: Any) -> None:
-        rules.append(Rule(name, "blocking", expectation_class(meta=_meta(name, "blocking"), **kwargs)))
+        rules.append(_blocking(name, expectation_class, **kwargs))
 
     for column in spec.columns:
         if column.required:
@@ -181,36 +185,14 @@ def _several_days_blocking_rules(spec: TableSpec, ctx: RuleContext, row_count: i
 
     if ctx.trailing is not None:
         raise ValueError("trailing statistics judge one day of a live feed; validate that day alone")
-    rules = [
-        Rule(
-            "duplicate_keys",
-            "blocking",
-            gxe.ExpectCompoundColumnsToBeUnique(
-                column_list=[*spec.key, ROW_DAY], meta=_meta("duplicate_keys", "blocking")
-            ),
-        )
-    ]
+    rules = [_blocking("duplicate_keys", gxe.ExpectCompoundColumnsToBeUnique, column_list=[*spec.key, ROW_DAY])]
     open_days = sorted(d.isoformat() for d in ctx.days if d not in ctx.closed_days)
     if not spec.may_be_empty and open_days:
         rules.append(
-            Rule(
-                "empty_day",
-                "blocking",
-                gxe.ExpectColumnDistinctValuesToContainSet(
-                    column=ROW_DAY, value_set=open_days, meta=_meta("empty_day", "blocking")
-                ),
-            )
+            _blocking("empty_day", gxe.ExpectColumnDistinctValuesToContainSet, column=ROW_DAY, value_set=open_days)
         )
     if spec.time_column and row_count > 0:
-        rules.append(
-            Rule(
-                "stale_data",
-                "blocking",
-                gxe.ExpectColumnMinToBeBetween(
-                    column=DAY_LAST_SECONDS, min_value=0, meta=_meta("stale_data", "blocking")
-                ),
-            )
-        )
+        rules.append(_blocking("stale_data", gxe.ExpectColumnMinToBeBetween, column=DAY_LAST_SECONDS, min_value=0))
     return rules
 
 

@@ -102,6 +102,16 @@ def file_days(source: str, path: Path) -> list[dt.date]:
     return sorted(set(frame[DAY]))
 
 
+def protocol_days(protocol: "Protocol") -> list[dt.date]:
+    """Every calendar day from the file's first to the window's end (or the file's last day).
+
+    Like the daily DAG: a day without lines inside the range is a closed day, not a gap.
+    """
+    present = file_days(protocol.source, Path(protocol.input))
+    end = min(protocol.cutoff + dt.timedelta(days=protocol.horizon_days), present[-1])
+    return [present[0] + dt.timedelta(days=i) for i in range((end - present[0]).days + 1)]
+
+
 STRETCH_DAYS = 31  # days validated together in one suite run (a month: bounded memory, few runs)
 
 
@@ -262,9 +272,7 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     path = Path(protocol.input)
     root = work_dir / "lake"
     end = protocol.cutoff + dt.timedelta(days=protocol.horizon_days)
-    present = file_days(protocol.source, path)
-    # Every calendar day, like the daily DAG: a day without lines is a closed day, not a gap.
-    days = [present[0] + dt.timedelta(days=i) for i in range((min(end, present[-1]) - present[0]).days + 1)]
+    days = protocol_days(protocol)
     if not days or days[0] > protocol.anchors()[-1]:
         raise ValueError(f"{path} has no history before the first training anchor {protocol.anchors()[-1]}")
     counts = stage_validated(protocol.source, path, days, root)

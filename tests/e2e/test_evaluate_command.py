@@ -63,3 +63,7 @@ def test_evaluate_writes_the_report_contract_on_online_retail(tmp_path):
     assert report["baselines"]["buy_again"]["recall_at_k"] > report["baselines"]["popularity"]["recall_at_k"]
     tiers = report["slices"]["model"]["new_vs_returning"]
     assert sum(s["customers"] for s in tiers.values()) == report["n_eval_customers"]
+    # RFM value tiers as of the cutoff: every evaluated customer ordered before it, so none lacks one.
+    value = report["slices"]["model"]["value_tier"]
+    assert set(value) <= {"low", "mid", "high"} and len(value) >= 2
+    assert sum(s["customers"] for s in value.values()) == report["n_eval_customers"]

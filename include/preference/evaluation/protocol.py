@@ -334,7 +334,7 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     timings["baselines"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
 
-    slices = {"customer": _customer_slices(history, evaluated, protocol.cutoff)}
+    slices = {"customer": evaluated_slices(root, protocol.cutoff, evaluated, protocol.seed)}
     report = {
         "protocol": protocol.describe(),
         "n_eval_customers": len(evaluated),
@@ -361,18 +361,16 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     return report
 
 
-def _customer_slices(history: pd.DataFrame, customers: Sequence[str], cutoff: dt.date) -> dict[str, pd.Series]:
-    """Evaluated customers by value tier (tertiles of purchase lines) and new vs returning."""
-    own = history[history[CUSTOMER].isin(set(customers))]
-    lines = own.groupby(CUSTOMER).size()
-    tiers = pd.qcut(lines.rank(method="first"), 3, labels=["low", "mid", "high"]) if len(lines) >= 3 else None
-    first = pd.to_datetime(own.groupby(CUSTOMER)["day"].min()).dt.date
-    recent = cutoff - dt.timedelta(days=90)
-    tenure = first.map(lambda d: "new" if d > recent else "returning")
-    out = {"new_vs_returning": tenure.astype(str)}
-    if tiers is not None:
-        out["value_tier"] = tiers.astype(str)
-    return out
+def evaluated_slices(root: Path, as_of: dt.date, customers: Sequence[str], seed: int) -> dict[str, pd.Series]:
+    """RFM value tier and new vs returning of the evaluated customers, from their features as of ``as_of``."""
+    import pyarrow.parquet as pq
+
+    from include.preference.evaluation.slices import SLICE_COLUMNS, customer_slices
+    from include.preference.features.build import FEATURE_LAYER, partition_dir
+
+    features = pq.read_table(partition_dir(root, FEATURE_LAYER, "customers", as_of), columns=list(SLICE_COLUMNS))
+    frame = features.to_pandas()
+    return customer_slices(frame[frame[CUSTOMER].isin(set(customers))], seed=seed)
 
 
 def write_report(report: dict[str, Any], output: Path) -> None:

@@ -426,24 +426,13 @@ def run_compute_rfm(store: ObjectStore, settings: Settings, day: dt.date, *, run
     import pyarrow as pa
 
     from include.preference.segments import plots
-    from include.preference.segments.rfm import TIERS, rfm_tiers
+    from include.preference.segments.rfm import FEATURE_COLUMNS, TIERS, tiers_from_features
     from include.preference.storage.partitions import parquet_bytes
 
     ref = PartitionRef("features", "customers", day)
     manifest = require_manifest(store, ref)
-    columns = [
-        "customer_id",
-        "customer_has_ordered",
-        "customer_recency_days",
-        "customer_frequency",
-        "customer_monetary",
-    ]
-    frame = read_table(store, ref, columns=columns).to_pandas()
-    frame = frame[frame["customer_has_ordered"] > 0].rename(
-        columns={"customer_recency_days": "recency", "customer_frequency": "frequency", "customer_monetary": "monetary"}
-    )
-    frame = frame.drop(columns="customer_has_ordered").sort_values("customer_id").reset_index(drop=True)
-    scored, fits = rfm_tiers(frame, seed=settings.sampling_seed)
+    columns = ["customer_id", "customer_has_ordered", *FEATURE_COLUMNS.values()]
+    scored, fits = tiers_from_features(read_table(store, ref, columns=columns).to_pandas(), seed=settings.sampling_seed)
     counts = {tier: int((scored["tier"] == tier).sum()) for tier in TIERS}
     table = pa.Table.from_pandas(scored, preserve_index=False)
     fit_summary = {

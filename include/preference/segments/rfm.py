@@ -17,6 +17,12 @@ import pandas as pd
 K_MAX = 8
 TIERS = ("low", "mid", "high")
 DIMENSIONS = {"recency": -1, "frequency": 1, "monetary": 1}  # +1: higher is better
+# Where each dimension comes from in the customer features (features/customers/dt=D).
+FEATURE_COLUMNS = {
+    "recency": "customer_recency_days",
+    "frequency": "customer_frequency",
+    "monetary": "customer_monetary",
+}
 
 
 @dataclass(frozen=True)
@@ -78,3 +84,14 @@ def rfm_tiers(frame: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, dict[st
     out["rfm_score"] = total
     out["tier"] = np.asarray(TIERS, dtype=object)[np.minimum(total.astype(np.int64), 2)]
     return out, fits
+
+
+def tiers_from_features(features: pd.DataFrame, seed: int = 0) -> tuple[pd.DataFrame, dict[str, DimensionFit]]:
+    """:func:`rfm_tiers` of the customers who ordered, from customer feature rows as of a date.
+
+    ``features``: ``customer_id``, ``customer_has_ordered`` and the :data:`FEATURE_COLUMNS`, one row per
+    customer. Customers who never ordered have no tier; the result is sorted by ``customer_id``.
+    """
+    frame = features[features["customer_has_ordered"] > 0]
+    frame = frame[["customer_id", *FEATURE_COLUMNS.values()]].rename(columns={v: k for k, v in FEATURE_COLUMNS.items()})
+    return rfm_tiers(frame.sort_values("customer_id").reset_index(drop=True), seed=seed)

@@ -11,7 +11,8 @@ For the run of day D with horizon H:
   ``checkpoints/train/dt=D/<inputs digest>/`` so a retried task with the same inputs resumes;
 * evaluation on the holdout: AUC, PR-AUC, log loss, and recall/precision/NDCG/hit at K over each
   customer's holdout candidates (their positives and sampled negatives), for the model, the current
-  champion and the baselines that need no extra data (popularity, buy-again) on the same rows;
+  champion and the baselines that need no extra data (popularity, buy-again) on the same rows, also
+  per RFM value tier and new vs returning customer (``evaluation.slices``);
 * MLflow run, registered version aliased ``challenger``, and the gate (a backfill never promotes);
 * a report (``reports/training/dt=D/``: metrics JSON and plots) published with its manifest.
 """
@@ -28,7 +29,14 @@ import numpy as np
 import pandas as pd
 
 from include.preference.config import Settings
-from include.preference.evaluation.metrics import CUSTOMER, PRODUCT, classification_metrics, ranking_metrics, top_k
+from include.preference.evaluation.metrics import (
+    CUSTOMER,
+    PRODUCT,
+    classification_metrics,
+    ranking_metrics,
+    sliced_ranking_metrics,
+    top_k,
+)
 from include.preference.features import spec
 from include.preference.storage import (
     ObjectStore,
@@ -62,17 +70,38 @@ def holdout_scores(frame: pd.DataFrame, scores: np.ndarray, k: int) -> dict[str,
     return metrics
 
 
-def baseline_scores(frame: pd.DataFrame, k: int) -> dict[str, dict[str, float]]:
-    """Popularity (30-day purchases) and buy-again (own purchases, then popularity) on the holdout rows."""
+def baseline_rankings(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Scores that rank the holdout rows as the baselines do: popularity (30-day purchases) and
+    buy-again (own purchases, then popularity)."""
     popularity = frame[f"product_purchases_{spec.BUYER_WINDOW}d"].to_numpy(dtype=np.float64)
     normalised = popularity / (popularity.max() + 1.0)
     own = frame["pair_purchases"].to_numpy(dtype=np.float64)
+    return {"popularity": normalised, "buy_again": own + normalised}
+
+
+def baseline_scores(frame: pd.DataFrame, k: int) -> dict[str, dict[str, float]]:
+    """Ranking metrics of the baselines on the holdout rows."""
     truth = frame[frame[spec.LABEL] == 1.0][[CUSTOMER, PRODUCT]]
     out = {}
-    for name, score in (("popularity", normalised), ("buy_again", own + normalised)):
+    for name, score in baseline_rankings(frame).items():
         scored = frame[[CUSTOMER, PRODUCT]].assign(score=score)
         out[name] = ranking_metrics(top_k(scored, k), truth, k)
     return out
+
+
+def holdout_slices(
+    frame: pd.DataFrame, rankings: dict[str, np.ndarray], k: int, seed: int
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Ranking metrics of each ranking (scores over the holdout rows) per RFM value tier and per new
+    vs returning customer, the customers sliced by their features as of the holdout anchor."""
+    from include.preference.evaluation.slices import customer_slices
+
+    truth = frame[frame[spec.LABEL] == 1.0][[CUSTOMER, PRODUCT]]
+    slices = customer_slices(frame, seed=seed)
+    return {
+        name: sliced_ranking_metrics(top_k(frame[[CUSTOMER, PRODUCT]].assign(score=score), k), truth, k, slices)
+        for name, score in rankings.items()
+    }
 
 
 def run_training_job(
@@ -139,6 +168,7 @@ def run_training_job(
         scores = predict_frame(model, holdout)
         metrics = holdout_scores(holdout, scores, k)
         baselines = baseline_scores(holdout, k)
+        slices = holdout_slices(holdout, {"model": scores, **baseline_rankings(holdout)}, k, settings.sampling_seed)
         plots = evaluation_plots(holdout[spec.LABEL].to_numpy(), scores, chief["epochs"], scratch / "plots")
 
         def score_champion(version: Any) -> float:
@@ -164,6 +194,11 @@ def run_training_job(
             metrics={
                 **{f"holdout_{key}": value for key, value in metrics.items()},
                 **{f"{b}_{key}": value for b, values in baselines.items() for key, value in values.items()},
+                **{
+                    f"holdout_recall_at_k_{slicing}_{label}": values["recall_at_k"]
+                    for slicing, groups in slices["model"].items()
+                    for label, values in groups.items()
+                },
             },
             history=chief["epochs"],
             manifests={"upstream": upstream},
@@ -199,6 +234,7 @@ def run_training_job(
             "gate": decision.to_dict(),
             "holdout": metrics,
             "baselines": baselines,
+            "slices": slices,
             "anchors": [a.isoformat() for a in anchors],
             "holdout_anchor": holdout_anchor.isoformat(),
             "examples": len(training),

@@ -36,6 +36,13 @@ def test_training_job_registers_gates_and_a_backfill_never_promotes(published_tr
     assert backfill["version"] == "1" and backfill["champion_version"] is None
     assert not backfill["gate"]["promote"] and "backfill" in backfill["gate"]["reason"]
     assert backfill["holdout"]["auc"] > 0.7
+    # Sliced by RFM tier and new vs returning: every slicing splits the same evaluated customers.
+    for ranking in ("model", "popularity", "buy_again"):
+        slicings = backfill["slices"][ranking]
+        assert set(slicings) == {"value_tier", "new_vs_returning"}
+        assert set(slicings["value_tier"]) <= {"low", "mid", "high", "none"}
+        counts = {name: sum(s["customers"] for s in groups.values()) for name, groups in slicings.items()}
+        assert counts["value_tier"] == counts["new_vs_returning"] > 0
     assert len(backfill["anchors"]) == 3 and backfill["holdout_anchor"] == (day - dt.timedelta(days=3)).isoformat()
 
     # A retry of the same run reuses the finished training (checkpoint) and the registered version.

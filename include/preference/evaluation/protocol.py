@@ -222,7 +222,8 @@ def score_candidates(
     from pyspark.sql import functions as F
 
     from include.preference.features.build import FEATURE_LAYER, pair_features, read_partition
-    from include.preference.model import load_model, predict_frame
+    from include.preference.scoring.batch import propensities
+    from include.preference.scoring.handle import ModelHandle
 
     def need(table: str) -> Any:
         frame = read_partition(spark, root, FEATURE_LAYER, table, as_of)
@@ -253,10 +254,12 @@ def score_candidates(
         candidates.join(customer_features, CUSTOMER)
         .join(product_features, PRODUCT)
         .join(pair_columns, [CUSTOMER, PRODUCT])
-        .select(CUSTOMER, PRODUCT, *(f.name for f in spec.FEATURES))
-        .toPandas()
     )
-    return rows[[CUSTOMER, PRODUCT]].assign(score=predict_frame(load_model(model_path), rows))
+    # Scored in Spark like the DAG's batch scoring: only the keys and the score reach the driver (the
+    # feature rows of a full file's candidates do not fit a driver's memory).
+    scored = propensities(rows, ModelHandle(uri=str(model_path), version="local"), tag={})
+    frame: pd.DataFrame = scored.toPandas()
+    return frame.rename(columns={"propensity": "score"})[[CUSTOMER, PRODUCT, "score"]]
 
 
 def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = None) -> dict[str, Any]:

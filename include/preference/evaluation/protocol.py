@@ -70,6 +70,11 @@ class Protocol:
     epochs: int = 8
     seed: int = 17
 
+    @property
+    def window_end(self) -> dt.date:
+        """The last day of the evaluation window ``(cutoff, cutoff + horizon]``."""
+        return self.cutoff + dt.timedelta(days=self.horizon_days)
+
     def anchors(self) -> list[dt.date]:
         last = self.cutoff - dt.timedelta(days=self.horizon_days)
         return [last - dt.timedelta(days=self.anchor_step_days * i) for i in range(self.training_anchors)]
@@ -79,7 +84,7 @@ class Protocol:
         out["cutoff"] = self.cutoff.isoformat()
         out["window"] = [
             (self.cutoff + dt.timedelta(days=1)).isoformat(),
-            (self.cutoff + dt.timedelta(days=self.horizon_days)).isoformat(),
+            self.window_end.isoformat(),
         ]
         out["training_anchors_dates"] = [a.isoformat() for a in self.anchors()]
         return out
@@ -108,7 +113,7 @@ def protocol_days(protocol: "Protocol") -> list[dt.date]:
     Like the daily DAG: a day without lines inside the range is a closed day, not a gap.
     """
     present = file_days(protocol.source, Path(protocol.input))
-    end = min(protocol.cutoff + dt.timedelta(days=protocol.horizon_days), present[-1])
+    end = min(protocol.window_end, present[-1])
     return [present[0] + dt.timedelta(days=i) for i in range((end - present[0]).days + 1)]
 
 
@@ -274,7 +279,7 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     started = time.perf_counter()
     path = Path(protocol.input)
     root = work_dir / "lake"
-    end = protocol.cutoff + dt.timedelta(days=protocol.horizon_days)
+    end = protocol.window_end
     days = protocol_days(protocol)
     if not days or days[0] > protocol.anchors()[-1]:
         raise ValueError(f"{path} has no history before the first training anchor {protocol.anchors()[-1]}")

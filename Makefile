@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install browser demo test test-unit test-integration up down status lint format typecheck lock clean
+.PHONY: help install browser servers demo test test-unit test-integration up down status lint format typecheck lock clean
 
 help:
 	@echo "make demo    - install, start S3/MLflow/Airflow, run the DAG chain through Airflow, print a summary"
@@ -34,10 +34,26 @@ browser:
 	    { apt-get update -q && apt-get install -y -q chromium chromium-driver; }; } || \
 	  { echo "the browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"; exit 1; }
 
-demo: install
+# PostgreSQL and Redis for the production profile and its tests: Debian's packages, installed when
+# missing (as the browser step does). Debian's PostgreSQL 15 and Redis 7.0 get the distribution's
+# security updates; the PyPI wheels that ship these servers are unmaintained (Redis 6.0 of 2020) or
+# bundle a server build of their own. Only the binaries are used: the project runs its own instances
+# (data under .local/, 127.0.0.1, free ports in tests, stopped by PID); RUNLEVEL=1 keeps the packages
+# from starting a machine-wide server on installation.
+servers:
+	@{ ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && command -v redis-server >/dev/null; } || \
+	  { export DEBIAN_FRONTEND=noninteractive RUNLEVEL=1; \
+	    apt-get install -y -q --no-install-recommends postgresql-15 redis-server || \
+	    { apt-get update -q && apt-get install -y -q --no-install-recommends postgresql-15 redis-server; }; } || \
+	  { echo "the production profile needs PostgreSQL and Redis (apt-get install postgresql-15 redis-server)"; exit 1; }
+
+# The production profile (PREFERENCE_PROFILE=production) also runs PostgreSQL and Redis.
+PROFILE_SERVERS := $(if $(filter production,$(PREFERENCE_PROFILE)),servers,)
+
+demo: install $(PROFILE_SERVERS)
 	$(PY) -m include.preference demo
 
-test: install browser lint typecheck
+test: install browser servers lint typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: install
@@ -46,7 +62,7 @@ test-unit: install
 test-integration: install
 	$(PY) -m pytest -m "integration or e2e" $(PYTEST_ARGS)
 
-up: install
+up: install $(PROFILE_SERVERS)
 	$(PY) -m include.preference services up
 
 down:

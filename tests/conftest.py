@@ -61,6 +61,32 @@ def s3_service(runtime) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
+def database_servers() -> Iterator[object]:
+    """One PostgreSQL and one Redis for the session, the project's own (Debian's binaries), stopped by PID.
+
+    Production-profile tests get databases and a Redis database of their own on them
+    (``ephemeral_runtime(..., servers_of=database_servers)``). The home is outside pytest's
+    private temporary tree: under root, PostgreSQL runs as the ``postgres`` user, which must reach it.
+    """
+    import shutil
+
+    from include.preference.services import ServiceManager, ephemeral_runtime
+
+    home = Path(tempfile.mkdtemp(prefix="preference-servers-"))
+    home.chmod(0o755)
+    runtime = ephemeral_runtime(home, profile="production")
+    manager = ServiceManager(runtime)
+    try:
+        manager.start("postgres")
+        manager.start("redis")
+        yield runtime
+    finally:
+        manager.stop("redis")
+        manager.stop("postgres")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def mlflow_service(s3_service) -> Iterator[object]:
     """A real MLflow tracking server (SQLite store, artifacts in the S3 bucket)."""
     from include.preference.services import ServiceManager
@@ -190,3 +216,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     unmarked = [item.nodeid for item in items if not KIND_MARKERS & {m.name for m in item.iter_markers()}]
     if unmarked:
         raise pytest.UsageError(f"tests without a unit/integration/e2e/slow marker: {unmarked[:10]}")
+
+
+# -- where the time goes: seconds per module (setup, call and teardown of its tests, fixtures included) --
+_MODULE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    module = report.nodeid.split("::", 1)[0]
+    _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if not _MODULE_SECONDS:
+        return
+    total = sum(_MODULE_SECONDS.values())
+    terminalreporter.write_sep("=", "seconds per module (setup + call + teardown, session fixtures where first used)")
+    for module, seconds in sorted(_MODULE_SECONDS.items(), key=lambda item: -item[1]):
+        terminalreporter.write_line(f"{seconds:8.1f}s {100 * seconds / total:5.1f}%  {module}")
+    terminalreporter.write_line(f"{total:8.1f}s total in tests")

@@ -1,13 +1,14 @@
-"""The local runtimes, on 127.0.0.1: SeaweedFS (S3), an MLflow server and Airflow.
+"""The local runtimes, on 127.0.0.1: SeaweedFS (S3), an MLflow server and Airflow (and PostgreSQL and Redis).
 
 Two profiles run the same DAGs and code; only configuration differs:
 
 * ``embedded`` (the default): Airflow standalone on SQLite with the LocalExecutor, MLflow on SQLite;
 * ``production``: Airflow's API server, scheduler, DAG processor and triggerer on PostgreSQL with the
   CeleryExecutor and Redis as broker, one Celery worker for the ``default`` queue and one for
-  ``gpu`` (the training task's queue), MLflow on PostgreSQL. This machine's PostgreSQL and Redis,
-  or those named by ``PREFERENCE_AIRFLOW_DATABASE_URL``, ``PREFERENCE_MLFLOW_DATABASE_URL`` and
-  ``PREFERENCE_CELERY_BROKER_URL``; databases are created when missing.
+  ``gpu`` (the training task's queue), MLflow on PostgreSQL. The project runs its own PostgreSQL and
+  Redis (see :mod:`include.preference.servers`) unless ``PREFERENCE_AIRFLOW_DATABASE_URL``,
+  ``PREFERENCE_MLFLOW_DATABASE_URL`` and ``PREFERENCE_CELERY_BROKER_URL`` name servers of their own;
+  databases are created when missing.
 
 Each service runs as its own process group, with its data under ``<home>/<service>/``, its log in
 ``<home>/logs/`` and its PID in ``<home>/run/``. Start-up waits for a health check; stop signals the
@@ -34,6 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from include.preference import servers
 from include.preference.config import DEFAULT_BUCKET, DEFAULT_REGION, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -43,7 +45,10 @@ SERVICES = ("s3", "mlflow", "airflow")
 PROFILES = ("embedded", "production")
 # Celery workers of the production profile: queue -> concurrency (one task at a time per GPU).
 WORKER_QUEUES = {"default": 2, "gpu": 1}
+# PostgreSQL and Redis come first, and only where the runtime runs its own (see Runtime.services).
 PRODUCTION_SERVICES = (
+    "postgres",
+    "redis",
     "s3",
     "mlflow",
     "api-server",
@@ -54,14 +59,14 @@ PRODUCTION_SERVICES = (
 )
 # Airflow components of the production profile and the health endpoint's name for each.
 AIRFLOW_COMPONENTS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
-DEFAULT_AIRFLOW_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow"
-DEFAULT_MLFLOW_DATABASE_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/mlflow"
-DEFAULT_CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+# The databases on the project's own PostgreSQL server.
+AIRFLOW_DATABASE = "airflow"
+MLFLOW_DATABASE = "mlflow"
 GENERATED_ENV = "generated.env"
 ADMIN_USER = "admin"
 
 
-class ServiceError(RuntimeError):
+class ServiceError(servers.ServerSetupError):
     """A service did not start, or is not healthy; the message points at its log."""
 
 
@@ -102,6 +107,8 @@ class Ports:
     weed_volume: int = 18080
     weed_filer: int = 8888
     weed_admin: int = 23646
+    postgres: int = 5432
+    redis: int = 6379
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Ports":
@@ -110,6 +117,8 @@ class Ports:
             s3=int(env.get("S3_PORT", defaults.s3)),
             mlflow=int(env.get("MLFLOW_PORT", defaults.mlflow)),
             airflow=int(env.get("AIRFLOW_PORT", defaults.airflow)),
+            postgres=int(env.get("POSTGRES_PORT", defaults.postgres)),
+            redis=int(env.get("REDIS_PORT", defaults.redis)),
         )
 
     @classmethod
@@ -119,7 +128,8 @@ class Ports:
         weed = {
             name: free_port(10000, taken) for name in ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin")
         }
-        return cls(mlflow=free_port(None, taken), airflow=free_port(None, taken), **weed)
+        single = {name: free_port(None, taken) for name in ("mlflow", "airflow", "postgres", "redis")}
+        return cls(**single, **weed)
 
 
 @dataclass(frozen=True)
@@ -135,9 +145,15 @@ class Runtime:
     dags_folder: Path = PROJECT_ROOT / "dags"
     plugins_folder: Path = PROJECT_ROOT / "plugins"
     profile: str = "embedded"
-    airflow_database_url: str = field(default=DEFAULT_AIRFLOW_DATABASE_URL, repr=False)
-    mlflow_database_url: str = field(default=DEFAULT_MLFLOW_DATABASE_URL, repr=False)
-    celery_broker_url: str = field(default=DEFAULT_CELERY_BROKER_URL, repr=False)
+    # Passwords of the project's own PostgreSQL (user postgres) and Redis.
+    database_password: str = field(default="", repr=False)
+    broker_password: str = field(default="", repr=False)
+    # Servers of someone else's: when set, the project starts no PostgreSQL (both set) or Redis.
+    external_airflow_database_url: str = field(default="", repr=False)
+    external_mlflow_database_url: str = field(default="", repr=False)
+    external_celery_broker_url: str = field(default="", repr=False)
+    # A throwaway runtime (tests, benchmarks): its PostgreSQL skips fsync.
+    durable: bool = True
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -148,9 +164,39 @@ class Runtime:
         return self.profile == "production"
 
     @property
+    def owns_postgres(self) -> bool:
+        return not (self.external_airflow_database_url and self.external_mlflow_database_url)
+
+    @property
+    def owns_redis(self) -> bool:
+        return not self.external_celery_broker_url
+
+    @property
     def services(self) -> tuple[str, ...]:
         """This profile's services, in start order."""
-        return PRODUCTION_SERVICES if self.production else SERVICES
+        if not self.production:
+            return SERVICES
+        skipped = {name for name, owned in (("postgres", self.owns_postgres), ("redis", self.owns_redis)) if not owned}
+        return tuple(name for name in PRODUCTION_SERVICES if name not in skipped)
+
+    @property
+    def database_server_url(self) -> str:
+        """The project's own PostgreSQL server, as a SQLAlchemy URL without a database."""
+        return (
+            f"postgresql+psycopg2://{servers.POSTGRES_SUPERUSER}:{self.database_password}@{HOST}:{self.ports.postgres}"
+        )
+
+    @property
+    def airflow_database_url(self) -> str:
+        return self.external_airflow_database_url or f"{self.database_server_url}/{AIRFLOW_DATABASE}"
+
+    @property
+    def mlflow_database_url(self) -> str:
+        return self.external_mlflow_database_url or f"{self.database_server_url}/{MLFLOW_DATABASE}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.external_celery_broker_url or f"redis://:{self.broker_password}@{HOST}:{self.ports.redis}/0"
 
     @property
     def s3_endpoint(self) -> str:
@@ -241,6 +287,8 @@ def load_env_files(home: Path, env: Mapping[str, str] | None = None) -> dict[str
         "AWS_ACCESS_KEY_ID": lambda: "lake" + secrets.token_hex(6),
         "AWS_SECRET_ACCESS_KEY": lambda: secrets.token_urlsafe(24),
         "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(12),
+        "PREFERENCE_POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(18),
+        "PREFERENCE_REDIS_PASSWORD": lambda: secrets.token_urlsafe(18),
     }
     new = {name: make() for name, make in missing.items() if not merged.get(name)}
     if new:
@@ -265,9 +313,11 @@ def runtime_from_env(home: Path | None = None, env: Mapping[str, str] | None = N
         admin_password=values["AIRFLOW_ADMIN_PASSWORD"],
         bucket=values.get("PREFERENCE_BUCKET", DEFAULT_BUCKET),
         profile=values.get("PREFERENCE_PROFILE") or "embedded",
-        airflow_database_url=values.get("PREFERENCE_AIRFLOW_DATABASE_URL") or DEFAULT_AIRFLOW_DATABASE_URL,
-        mlflow_database_url=values.get("PREFERENCE_MLFLOW_DATABASE_URL") or DEFAULT_MLFLOW_DATABASE_URL,
-        celery_broker_url=values.get("PREFERENCE_CELERY_BROKER_URL") or DEFAULT_CELERY_BROKER_URL,
+        database_password=values["PREFERENCE_POSTGRES_PASSWORD"],
+        broker_password=values["PREFERENCE_REDIS_PASSWORD"],
+        external_airflow_database_url=values.get("PREFERENCE_AIRFLOW_DATABASE_URL") or "",
+        external_mlflow_database_url=values.get("PREFERENCE_MLFLOW_DATABASE_URL") or "",
+        external_celery_broker_url=values.get("PREFERENCE_CELERY_BROKER_URL") or "",
     )
 
 
@@ -281,6 +331,7 @@ class ServiceSpec:
     healthy: Callable[[], bool]
     url: str
     start_timeout: float
+    run_as: servers.RunAs | None = None
 
 
 def _http_status(url: str, timeout: float = 3.0) -> int | None:
@@ -352,6 +403,15 @@ class ServiceManager:
             ]
             healthy = lambda: _http_status(f"{rt.mlflow_uri}/health") == 200  # noqa: E731
             return ServiceSpec("mlflow", command, base_env, healthy, rt.mlflow_uri, 120)
+        if name == "postgres":
+            command = servers.postgres_command(self.data_dir(name), rt.ports.postgres, rt.durable)
+            healthy = lambda: servers.postgres_healthy(rt.ports.postgres, rt.database_password)  # noqa: E731
+            url = f"postgresql://{HOST}:{rt.ports.postgres}"
+            return ServiceSpec(name, command, base_env, healthy, url, 120, servers.postgres_run_as())
+        if name == "redis":
+            command = [servers.redis_server_binary(), str(self.runtime.home / "redis" / "redis.conf")]
+            healthy = lambda: servers.redis_healthy(rt.ports.redis, rt.broker_password)  # noqa: E731
+            return ServiceSpec(name, command, base_env, healthy, f"redis://{HOST}:{rt.ports.redis}", 60)
         if name not in rt.services:
             raise ValueError(
                 f"unknown service {name!r} in the {rt.profile} profile; expected one of {', '.join(rt.services)}"
@@ -427,6 +487,9 @@ class ServiceManager:
         return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
 
     # -- files ---------------------------------------------------------------------------
+    def data_dir(self, name: str) -> Path:
+        return self.runtime.home / name / "data"
+
     def pid_file(self, name: str) -> Path:
         return self.runtime.home / "run" / f"{name}.pid"
 
@@ -462,6 +525,8 @@ class ServiceManager:
         self.stop(name)
         for directory in ("run", "logs", name):
             (self.runtime.home / directory).mkdir(parents=True, exist_ok=True)
+        if name in ("postgres", "redis"):
+            self._prepare_server(name)
         if name in ("airflow", "api-server"):
             self._prepare_airflow()
         if name == "mlflow" and self.runtime.production:
@@ -476,6 +541,7 @@ class ServiceManager:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                **servers.run_as_arguments(spec.run_as),
             )
         self.pid_file(name).write_text(f"{process.pid}\n")
         deadline = time.monotonic() + spec.start_timeout
@@ -494,6 +560,22 @@ class ServiceManager:
         raise ServiceError(
             f"{name} was not healthy within {spec.start_timeout:.0f}s at {spec.url}; see {self.log_file(name)}"
         )
+
+    def _prepare_server(self, name: str) -> None:
+        """PostgreSQL: a cluster initialised on first use; Redis: its configuration file (password inside)."""
+        rt = self.runtime
+        if not _port_is_free(rt.ports.postgres if name == "postgres" else rt.ports.redis):
+            port_setting = "POSTGRES_PORT" if name == "postgres" else "REDIS_PORT"
+            raise ServiceError(
+                f"{name} cannot listen on {HOST}:{getattr(rt.ports, name)}: the port is taken "
+                f"(another server runs there); choose another with {port_setting}"
+            )
+        if name == "postgres":
+            if servers.init_postgres(self.data_dir(name), rt.database_password, self.log_file(name)):
+                log.info("initialised a PostgreSQL cluster in %s", self.data_dir(name))
+            return
+        config = rt.home / "redis" / "redis.conf"
+        servers.write_redis_config(config, rt.ports.redis, rt.broker_password, self.data_dir(name))
 
     def _configure_airflow(self) -> None:
         """Create the pools the DAGs use (see ``dag_policy.POOLS``)."""
@@ -542,7 +624,12 @@ class ServiceManager:
             return False
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
             try:
-                os.killpg(pid, sig)
+                if name == "postgres" and sig == signal.SIGTERM:
+                    # PostgreSQL's fast shutdown (SIGINT to the postmaster alone) ends open sessions;
+                    # SIGTERM would wait for every client to disconnect.
+                    os.kill(pid, signal.SIGINT)
+                else:
+                    os.killpg(pid, sig)
             except ProcessLookupError:
                 return True
             deadline = time.monotonic() + wait
@@ -589,6 +676,14 @@ class ServiceManager:
         return report
 
 
+def conninfo(url: str) -> str:
+    """A psycopg connection string for the database named in a SQLAlchemy PostgreSQL ``url``."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    server, name = _server_and_name(url)
+    return make_conninfo("", **{**conninfo_to_dict(server), "dbname": name})
+
+
 def _server_and_name(url: str) -> tuple[str, str]:
     """A connection string for the server's ``postgres`` database, and the database named in ``url``."""
     from psycopg.conninfo import make_conninfo
@@ -632,14 +727,22 @@ def drop_database(url: str) -> None:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def ephemeral_runtime(home: Path, profile: str = "embedded") -> Runtime:
-    """A runtime on free ports with throwaway credentials, for integration tests.
+def ephemeral_runtime(home: Path, profile: str = "embedded", servers_of: Runtime | None = None) -> Runtime:
+    """A runtime on free ports with throwaway credentials, for integration tests and benchmarks.
 
-    In the production profile: databases of its own on this machine's PostgreSQL (drop them with
+    In the production profile it runs its own PostgreSQL and Redis, unless ``servers_of`` names a
+    runtime whose servers run already: then it gets databases of its own there (drop them with
     :func:`drop_database`) and a Redis database chosen at random for the broker.
     """
     suffix = secrets.token_hex(4)
-    server = "postgresql+psycopg2://postgres@127.0.0.1:5432"
+    shared = {}
+    if servers_of is not None:
+        shared = {
+            "external_airflow_database_url": f"{servers_of.database_server_url}/preference_airflow_{suffix}",
+            "external_mlflow_database_url": f"{servers_of.database_server_url}/preference_mlflow_{suffix}",
+            "external_celery_broker_url": servers_of.celery_broker_url.rsplit("/", 1)[0]
+            + f"/{1 + secrets.randbelow(15)}",
+        }
     return Runtime(
         home=home,
         ports=Ports.free(),
@@ -647,7 +750,8 @@ def ephemeral_runtime(home: Path, profile: str = "embedded") -> Runtime:
         secret_access_key=secrets.token_urlsafe(16),
         admin_password=secrets.token_urlsafe(8),
         profile=profile,
-        airflow_database_url=f"{server}/preference_airflow_{suffix}",
-        mlflow_database_url=f"{server}/preference_mlflow_{suffix}",
-        celery_broker_url=f"redis://127.0.0.1:6379/{1 + secrets.randbelow(15)}",
+        database_password=secrets.token_urlsafe(12),
+        broker_password=secrets.token_urlsafe(12),
+        durable=False,
+        **shared,
     )

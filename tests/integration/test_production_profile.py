@@ -2,8 +2,15 @@
 CeleryExecutor and Redis, Celery workers for the `default` and `gpu` queues, MLflow on PostgreSQL.
 Same DAG and code as the embedded profile; only configuration differs.
 
-One 14-day backfill with 4 concurrent runs serves every test here: routing (training ran on the gpu
-worker), the stores (PostgreSQL), equality with the same days run one by one, and a rerun of a day.
+One backfill of 6 days with 3 concurrent runs serves every test here: routing (training ran on the
+gpu worker), the stores (PostgreSQL), equality with the same days run one by one, and a rerun of a
+day. Why that size: with a 2-day label horizon, day 3 is the first to write training examples (for
+anchor 1) and days 5 and 6 are the first two that train (holdout anchors 3 and 4, training anchors
+1 and 1-2), so 6 days is the fewest that still show training on the gpu worker twice and a
+backfill never promoting; 3 runs at once keep every `depends_on_past` task waiting on the day
+before while the other tasks of three days overlap, which is what the equality guards against.
+PostgreSQL and Redis are the session's (one of each); this module's runtime has databases and a
+Redis database of its own on them.
 """
 
 from __future__ import annotations
@@ -25,23 +32,22 @@ from include.preference.services import (
     PRODUCTION_SERVICES,
     Runtime,
     ServiceManager,
+    conninfo,
     drop_database,
     ephemeral_runtime,
 )
 from include.preference.storage import ObjectStore
 from tests.support.snapshots import snapshot
 
-# The module fixture (services up, then the whole backfill) runs inside the first test's time limit:
-# about 15 minutes on 2 cores, so the suite's 15-minute default is too tight for it.
-pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2700)]
+# The module fixture (services up, then the whole backfill) runs inside the first test's time limit.
+pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DAG_ID = "marketplace_ingest_daily"
-DAYS = 14
-CONCURRENT_RUNS = 4
-# A small world; with a 6-day label horizon the last two days train (on anchors 1-2 and 1-3) and
-# days 7-14 write training examples.
+DAYS = 6
+CONCURRENT_RUNS = 3
+# A small world; with a 2-day label horizon days 3-6 write training examples and days 5 and 6 train.
 SETTINGS = {
-    "PREFERENCE_HORIZON_DAYS": "6",
+    "PREFERENCE_HORIZON_DAYS": "2",
     "PREFERENCE_SYNTH_CUSTOMERS": "150",
     "PREFERENCE_SYNTH_PRODUCTS": "40",
     "PREFERENCE_SYNTH_SESSIONS_PER_DAY": "120",
@@ -57,19 +63,18 @@ def _workloads(log: Path) -> list[tuple[str, str]]:
 
 
 def _rows(url: str, query: str) -> list[tuple]:
-    database = url.rsplit("/", 1)[1]
-    with psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname=database) as conn:
+    with psycopg.connect(conninfo(url)) as conn:
         return conn.execute(query).fetchall()
 
 
 @pytest.fixture(scope="module")
-def production(tmp_path_factory: pytest.TempPathFactory):
-    """The production profile, after a 14-day backfill with 4 concurrent runs (DAG paused before)."""
+def production(tmp_path_factory: pytest.TempPathFactory, database_servers):
+    """The production profile, after a backfill of DAYS days with CONCURRENT_RUNS at once (DAG paused before)."""
     home = tmp_path_factory.mktemp("production")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in SETTINGS.items():
             patch.setenv(name, value)
-        runtime = ephemeral_runtime(home, profile="production")
+        runtime = ephemeral_runtime(home, profile="production", servers_of=database_servers)
         manager = ServiceManager(runtime)
         end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
         start = end - dt.timedelta(days=DAYS - 1)
@@ -84,7 +89,7 @@ def production(tmp_path_factory: pytest.TempPathFactory):
             client.set_paused(DAG_ID, False)
             started = dt.datetime.now(dt.UTC)
             try:
-                runs = client.wait_for_runs(DAG_ID, start, end, expected=DAYS, timeout=2400)
+                runs = client.wait_for_runs(DAG_ID, start, end, expected=DAYS, timeout=1500)
             except AirflowApiError as error:
                 tails = "\n".join(
                     f"--- {n} ---\n{manager.log_tail(n, 30)}" for n in ("scheduler", "worker-default", "worker-gpu")
@@ -96,13 +101,14 @@ def production(tmp_path_factory: pytest.TempPathFactory):
             manager.down()
             for url in (runtime.airflow_database_url, runtime.mlflow_database_url):
                 drop_database(url)
-    assert all(manager.status()[name]["pid"] is None for name in PRODUCTION_SERVICES)
+    assert all(manager.status()[name]["pid"] is None for name in runtime.services)
 
 
 def test_every_service_of_the_profile_is_up_and_the_backfill_succeeds(production):
     runtime, manager, _, runs, _ = production
     status = manager.status()
-    assert list(status) == list(PRODUCTION_SERVICES)
+    # The session's PostgreSQL and Redis serve this runtime: it starts every other service itself.
+    assert list(status) == [name for name in PRODUCTION_SERVICES if name not in ("postgres", "redis")]
     assert all(info["healthy"] for info in status.values()), status
     assert len(runs) == DAYS
     assert [r["state"] for r in runs] == ["success"] * DAYS, [(r["dag_run_id"], r["state"]) for r in runs]
@@ -131,7 +137,7 @@ def test_airflow_and_mlflow_keep_their_state_in_postgresql(production):
         f"SELECT state FROM dag_run WHERE dag_id = '{DAG_ID}' AND run_type = 'backfill'",  # noqa: S608
     )
     assert sorted(s for (s,) in states) == ["success"] * DAYS
-    # Days 13 and 14 trained and registered; a backfill never moves `champion`.
+    # Days 5 and 6 trained and registered; a backfill never moves `champion`.
     assert _rows(runtime.mlflow_database_url, "SELECT count(*) FROM model_versions")[0][0] == 2
     assert (
         _rows(runtime.mlflow_database_url, "SELECT count(*) FROM registered_model_aliases WHERE alias = 'champion'")[0][

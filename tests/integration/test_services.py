@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -123,3 +124,67 @@ def test_the_demo_runs_the_days_through_airflow_standalone_and_a_second_run_is_i
     finally:
         manager.down()
     assert manager.status()["airflow"]["pid"] is None
+
+
+def test_the_projects_own_postgresql_and_redis_require_their_passwords_and_keep_data_across_restarts():
+    import shutil
+    import tempfile
+
+    import psycopg
+    import redis
+
+    from include.preference.services import conninfo, ensure_database
+
+    home = Path(tempfile.mkdtemp(prefix="preference-own-servers-"))
+    home.chmod(0o755)  # under root PostgreSQL runs as user postgres, which must reach its directory
+    runtime = ephemeral_runtime(home, profile="production")
+    manager = ServiceManager(runtime)
+    assert runtime.services[:2] == ("postgres", "redis")
+    try:
+        manager.start("postgres")
+        manager.start("redis")
+        assert ensure_database(runtime.airflow_database_url) is True
+        with psycopg.connect(conninfo(runtime.airflow_database_url)) as conn:
+            conn.execute("CREATE TABLE kept (n int)")
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(host="127.0.0.1", port=runtime.ports.postgres, user="postgres", password="wrong").close()
+        with pytest.raises(redis.exceptions.AuthenticationError):
+            redis.Redis(host="127.0.0.1", port=runtime.ports.redis).ping()
+        assert redis.Redis.from_url(runtime.celery_broker_url).ping()
+
+        pids = {name: manager.pid(name) for name in ("postgres", "redis")}
+        assert all(manager.stop(name) for name in pids)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in pids.values())
+        for port in (runtime.ports.postgres, runtime.ports.redis):
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        manager.start("postgres")  # the same cluster, not a new one
+        assert ensure_database(runtime.airflow_database_url) is False
+        with psycopg.connect(conninfo(runtime.airflow_database_url)) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+    finally:
+        manager.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_servers_named_by_url_are_used_and_not_started(tmp_path: Path):
+    from include.preference.services import runtime_from_env
+
+    own = runtime_from_env(tmp_path, env={"PREFERENCE_PROFILE": "production"})
+    assert own.services[:2] == ("postgres", "redis") and own.owns_postgres and own.owns_redis
+    assert f":{own.database_password}@127.0.0.1:5432/airflow" in own.airflow_database_url
+    theirs = runtime_from_env(
+        tmp_path,
+        env={
+            "PREFERENCE_PROFILE": "production",
+            "PREFERENCE_AIRFLOW_DATABASE_URL": "postgresql+psycopg2://u:p@db.example:5432/af",
+            "PREFERENCE_MLFLOW_DATABASE_URL": "postgresql+psycopg2://u:p@db.example:5432/ml",
+            "PREFERENCE_CELERY_BROKER_URL": "redis://:p@broker.example:6379/0",
+        },
+    )
+    assert "postgres" not in theirs.services and "redis" not in theirs.services
+    assert theirs.airflow_database_url.endswith("@db.example:5432/af")
+    assert theirs.celery_broker_url == "redis://:p@broker.example:6379/0"
+    # The generated passwords are kept with the other generated keys, readable by this user alone.
+    generated = (tmp_path / "generated.env").read_text()
+    assert f"PREFERENCE_POSTGRES_PASSWORD={own.database_password}" in generated

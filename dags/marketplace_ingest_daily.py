@@ -43,7 +43,9 @@ Lands one day of raw marketplace data into the lake, `raw/<table>/dt=YYYY-MM-DD/
   data-interval rule), so "Trigger" with the default logical date (now) processes yesterday.
 * **Backfill**: runs of a backfill may overlap (up to its `max_active_runs`); tasks that read earlier
   days' outputs (features, text profiles, segment centroids and assignments) wait for the previous
-  day (`depends_on_past`), so the outputs equal those of the days run one by one. Any past range
+  day (`depends_on_past`), so the outputs equal those of the days run one by one. Training data
+  waits too: `train_model` reads every earlier anchor's examples, so it must not start before the
+  days before have published theirs. Any past range
   (UI "Backfill", or the CLI), e.g.
   `airflow backfill create --dag-id marketplace_ingest_daily --from-date 2025-03-01 --to-date 2025-03-07`.
 * **Source**: the synthetic marketplace generator (deterministic by seed and date), scaled by the
@@ -140,7 +142,8 @@ def marketplace_ingest_daily():
 
         return tasks.build_features(tasks.logical_day(data_interval_start), run_id=run_id)
 
-    @task
+    # Training reads the earlier days' examples: each day's examples wait for the day before's.
+    @task(depends_on_past=True)
     def build_training_data(features: dict, data_interval_start=None, run_id=None) -> dict:
         """Write the training examples whose label horizon ends today (TFRecords + Parquet)."""
         from airflow.sdk.exceptions import AirflowSkipException

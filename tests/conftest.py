@@ -32,6 +32,8 @@ os.environ.update(
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}",
         "PREFERENCE_CODE_VERSION": "test",
+        # Test data is tiny: compiling generated code for Spark's expressions costs more than it saves.
+        "PREFERENCE_SPARK_INTERPRETED": "true",
     }
 )
 

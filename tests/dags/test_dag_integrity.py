@@ -96,7 +96,9 @@ def test_tasks_that_read_the_previous_days_outputs_wait_for_it(dag_bag):
     # Concurrent backfill runs must produce what the days run one by one produce.
     dag = dag_bag.dags["marketplace_ingest_daily"]
     ordered = {t.task_id for t in dag.tasks if t.depends_on_past}
-    assert ordered == {"build_features", "embed_reviews", "refresh_segments", "assign_segments"}
+    # build_training_data: train_model reads every earlier anchor's examples, so a day's examples
+    # wait for the day before's (else a run's training set depends on which run got there first).
+    assert ordered == {"build_features", "build_training_data", "embed_reviews", "refresh_segments", "assign_segments"}
 
 
 def test_generator_params_default_to_the_deployment_settings(dag_bag):

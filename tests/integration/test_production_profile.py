@@ -2,13 +2,14 @@
 CeleryExecutor and Redis, Celery workers for the `default` and `gpu` queues, MLflow on PostgreSQL.
 Same DAG and code as the embedded profile; only configuration differs.
 
-One backfill of 6 days with 3 concurrent runs serves every test here: routing (training ran on the
+One backfill of 4 days with 3 concurrent runs serves every test here: routing (training ran on the
 gpu worker), the stores (PostgreSQL), equality with the same days run one by one, and a rerun of a
-day. Why that size: with a 2-day label horizon, day 3 is the first to write training examples (for
-anchor 1) and days 5 and 6 are the first two that train (holdout anchors 3 and 4, training anchors
-1 and 1-2), so 6 days is the fewest that still show training on the gpu worker twice and a
-backfill never promoting; 3 runs at once keep every `depends_on_past` task waiting on the day
-before while the other tasks of three days overlap, which is what the equality guards against.
+day. Why that size: with a 1-day label horizon, day 2 is the first to write training examples (for
+anchor 1) and days 3 and 4 are the first two that train (holdout anchors 2 and 3, training anchors
+1 and 1-2), so 4 days is the fewest that still show training on the gpu worker twice, a backfill
+never promoting, and incremental feature builds folding days in order; 3 runs at once keep every
+`depends_on_past` task waiting on the day before while the other tasks of three days overlap,
+which is what the equality guards against. More days repeat the same steps.
 PostgreSQL and Redis are the session's (one of each); this module's runtime has databases and a
 Redis database of its own on them.
 """
@@ -43,11 +44,11 @@ from tests.support.snapshots import snapshot
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DAG_ID = "marketplace_ingest_daily"
-DAYS = 6
+DAYS = 4
 CONCURRENT_RUNS = 3
-# A small world; with a 2-day label horizon days 3-6 write training examples and days 5 and 6 train.
+# A small world; with a 1-day label horizon days 2-4 write training examples and days 3 and 4 train.
 SETTINGS = {
-    "PREFERENCE_HORIZON_DAYS": "2",
+    "PREFERENCE_HORIZON_DAYS": "1",
     "PREFERENCE_SYNTH_CUSTOMERS": "150",
     "PREFERENCE_SYNTH_PRODUCTS": "40",
     "PREFERENCE_SYNTH_SESSIONS_PER_DAY": "120",
@@ -137,7 +138,7 @@ def test_airflow_and_mlflow_keep_their_state_in_postgresql(production):
         f"SELECT state FROM dag_run WHERE dag_id = '{DAG_ID}' AND run_type = 'backfill'",  # noqa: S608
     )
     assert sorted(s for (s,) in states) == ["success"] * DAYS
-    # Days 5 and 6 trained and registered; a backfill never moves `champion`.
+    # Days 3 and 4 trained and registered; a backfill never moves `champion`.
     assert _rows(runtime.mlflow_database_url, "SELECT count(*) FROM model_versions")[0][0] == 2
     assert (
         _rows(runtime.mlflow_database_url, "SELECT count(*) FROM registered_model_aliases WHERE alias = 'champion'")[0][
@@ -204,7 +205,7 @@ def test_a_concurrent_backfill_equals_the_days_run_one_by_one(production):
 
 def test_rerunning_a_day_rewrites_identical_outputs(production):
     runtime, _, client, runs, _ = production
-    run = runs[len(runs) // 2]
+    run = runs[1]  # an incremental day (its features fold onto the day before) that writes training data
     day = dt.date.fromisoformat(run["logical_date"][:10])
     store = store_for(runtime)
     before = snapshot(store, {day})

@@ -735,14 +735,11 @@ def ephemeral_runtime(home: Path, profile: str = "embedded", servers_of: Runtime
     :func:`drop_database`) and a Redis database chosen at random for the broker.
     """
     suffix = secrets.token_hex(4)
-    shared = {}
+    airflow_database = mlflow_database = broker = ""
     if servers_of is not None:
-        shared = {
-            "external_airflow_database_url": f"{servers_of.database_server_url}/preference_airflow_{suffix}",
-            "external_mlflow_database_url": f"{servers_of.database_server_url}/preference_mlflow_{suffix}",
-            "external_celery_broker_url": servers_of.celery_broker_url.rsplit("/", 1)[0]
-            + f"/{1 + secrets.randbelow(15)}",
-        }
+        airflow_database = f"{servers_of.database_server_url}/preference_airflow_{suffix}"
+        mlflow_database = f"{servers_of.database_server_url}/preference_mlflow_{suffix}"
+        broker = servers_of.celery_broker_url.rsplit("/", 1)[0] + f"/{1 + secrets.randbelow(15)}"
     return Runtime(
         home=home,
         ports=Ports.free(),
@@ -753,5 +750,7 @@ def ephemeral_runtime(home: Path, profile: str = "embedded", servers_of: Runtime
         database_password=secrets.token_urlsafe(12),
         broker_password=secrets.token_urlsafe(12),
         durable=False,
-        **shared,
+        external_airflow_database_url=airflow_database,
+        external_mlflow_database_url=mlflow_database,
+        external_celery_broker_url=broker,
     )

@@ -147,7 +147,9 @@ def test_the_projects_own_postgresql_and_redis_require_their_passwords_and_keep_
         with psycopg.connect(conninfo(runtime.airflow_database_url)) as conn:
             conn.execute("CREATE TABLE kept (n int)")
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-            psycopg.connect(host="127.0.0.1", port=runtime.ports.postgres, user="postgres", password="wrong").close()
+            psycopg.connect(
+                host="127.0.0.1", port=runtime.ports.postgres, user="postgres", password=runtime.database_password + "x"
+            ).close()
         with pytest.raises(redis.exceptions.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=runtime.ports.redis).ping()
         assert redis.Redis.from_url(runtime.celery_broker_url).ping()
@@ -177,14 +179,14 @@ def test_servers_named_by_url_are_used_and_not_started(tmp_path: Path):
         tmp_path,
         env={
             "PREFERENCE_PROFILE": "production",
-            "PREFERENCE_AIRFLOW_DATABASE_URL": "postgresql+psycopg2://u:p@db.example:5432/af",
-            "PREFERENCE_MLFLOW_DATABASE_URL": "postgresql+psycopg2://u:p@db.example:5432/ml",
-            "PREFERENCE_CELERY_BROKER_URL": "redis://:p@broker.example:6379/0",
+            "PREFERENCE_AIRFLOW_DATABASE_URL": "postgresql+psycopg2://u@db.example:5432/af",
+            "PREFERENCE_MLFLOW_DATABASE_URL": "postgresql+psycopg2://u@db.example:5432/ml",
+            "PREFERENCE_CELERY_BROKER_URL": "redis://broker.example:6379/0",
         },
     )
     assert "postgres" not in theirs.services and "redis" not in theirs.services
     assert theirs.airflow_database_url.endswith("@db.example:5432/af")
-    assert theirs.celery_broker_url == "redis://:p@broker.example:6379/0"
+    assert theirs.celery_broker_url == "redis://broker.example:6379/0"
     # The generated passwords are kept with the other generated keys, readable by this user alone.
     generated = (tmp_path / "generated.env").read_text()
     assert f"PREFERENCE_POSTGRES_PASSWORD={own.database_password}" in generated

@@ -7,7 +7,6 @@ written where a task would stage them (``<root>/validated/<table>/dt=YYYY-MM-DD/
 from __future__ import annotations
 
 import datetime as dt
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -16,18 +15,9 @@ import pyarrow.parquet as pq
 
 from include.preference.features.build import partition_dir
 from include.preference.sources.synthetic import SyntheticConfig, generate_day_frames
-from include.preference.validation import validate_day, validate_days
+from include.preference.validation import validate_days
 
 SMALL_WORLD = SyntheticConfig(seed=11, customers=300, products=60, sessions_per_day=120)
-
-
-def validated_tables(config: SyntheticConfig, day: dt.date) -> dict[str, pa.Table]:
-    """The validated tables of one synthetic day, as validation publishes them."""
-    raw = generate_day_frames(config, day)
-    with tempfile.TemporaryDirectory() as docs:
-        result = validate_day(day, raw, Path(docs), backend="pandas")
-    assert not result.blocking, [b.describe() for b in result.blocking]
-    return {name: outcome.validated_table() for name, outcome in result.tables.items()}
 
 
 def write_validated_day(root: Path, day: dt.date, tables: dict[str, pa.Table]) -> None:

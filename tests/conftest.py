@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -14,6 +15,12 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# A pytest-xdist test process runs under execnet's bootstrap, whose __main__ has neither __spec__
+# nor __file__; pyspark.sql.connect (imported by Great Expectations) takes that for a doctest run
+# and exits the process. Name the file it runs from.
+if os.environ.get("PYTEST_XDIST_WORKER") and not hasattr(sys.modules["__main__"], "__file__"):
+    sys.modules["__main__"].__file__ = "pytest-xdist-worker"
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
 
 # Airflow reads its configuration at import: point it at a private home before any test imports it,
@@ -34,6 +41,10 @@ os.environ.update(
         "PREFERENCE_CODE_VERSION": "test",
         # Test data is tiny: compiling generated code for Spark's expressions costs more than it saves.
         "PREFERENCE_SPARK_INTERPRETED": "true",
+        # Every Spark driver here lives seconds to minutes on tiny data: the quick compiler alone and
+        # the serial collector take half the CPU of the defaults (whose optimising compiler and
+        # concurrent collector threads pay off only on long runs), with the same results.
+        "PREFERENCE_SPARK_DRIVER_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
     }
 )
 
@@ -213,11 +224,50 @@ HISTORY_DAYS = 36
 KIND_MARKERS = {"unit", "integration", "e2e", "slow"}
 
 
+# Seconds per module of a full run (refresh it from .local/test-artifacts/module-seconds.json).
+MODULE_SECONDS = PROJECT_ROOT / "tests" / "module_seconds.json"
+
+
+def _module(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].split("@", 1)[0]
+
+
+# Session fixtures that cost minutes: the modules that use them run on one test process, so that
+# each is built once per run rather than once per process.
+SHARED_BUILDS = {"validated_history", "chain", "training_sets", "small_model"}
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """House rule: every test says what kind it is."""
+    """House rule: every test says what kind it is. Then the order and grouping of the parallel run.
+
+    `make test` runs on several processes (pytest-xdist ``--dist loadgroup``). Every module is a
+    group of its own, so its tests stay together and its module fixtures are built once, except the
+    modules that use one of SHARED_BUILDS: they form one group. Groups are handed out longest
+    first (by tests/module_seconds.json), so that no long group starts last and runs alone.
+    """
     unmarked = [item.nodeid for item in items if not KIND_MARKERS & {m.name for m in item.iter_markers()}]
     if unmarked:
         raise pytest.UsageError(f"tests without a unit/integration/e2e/slow marker: {unmarked[:10]}")
+    known: dict[str, float] = json.loads(MODULE_SECONDS.read_text()) if MODULE_SECONDS.exists() else {}
+    shared = {_module(item.nodeid) for item in items if SHARED_BUILDS & set(getattr(item, "fixturenames", ()))}
+    modules = {_module(item.nodeid) for item in items}
+    group_of = {module: "shared-builds" if module in shared else module for module in modules}
+    group_seconds: dict[str, float] = {}
+    for module, group in group_of.items():
+        group_seconds[group] = group_seconds.get(group, 0.0) + known.get(module, 0.0)
+    first_seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first_seen.setdefault(group_of[_module(item.nodeid)], index)
+        first_seen.setdefault(_module(item.nodeid), index)
+        item.add_marker(pytest.mark.xdist_group(group_of[_module(item.nodeid)]))
+
+    def order(item: pytest.Item) -> tuple[float, int, int]:
+        module = _module(item.nodeid)
+        group = group_of[module]
+        return (-group_seconds[group], first_seen[group], first_seen[module])
+
+    items.sort(key=order)
 
 
 # -- where the time goes: seconds per module (setup, call and teardown of its tests, fixtures included) --
@@ -225,7 +275,7 @@ _MODULE_SECONDS: dict[str, float] = {}
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    module = report.nodeid.split("::", 1)[0]
+    module = _module(report.nodeid)
     _MODULE_SECONDS[module] = _MODULE_SECONDS.get(module, 0.0) + report.duration
 
 
@@ -237,3 +287,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     for module, seconds in sorted(_MODULE_SECONDS.items(), key=lambda item: -item[1]):
         terminalreporter.write_line(f"{seconds:8.1f}s {100 * seconds / total:5.1f}%  {module}")
     terminalreporter.write_line(f"{total:8.1f}s total in tests")
+    if hasattr(config, "workerinput"):
+        return  # a test process of xdist: the controlling process writes the figures
+    out = PROJECT_ROOT / ".local" / "test-artifacts"
+    out.mkdir(parents=True, exist_ok=True)
+    ordered = dict(sorted(((m, round(s, 1)) for m, s in _MODULE_SECONDS.items()), key=lambda item: -item[1]))
+    (out / "module-seconds.json").write_text(json.dumps(ordered, indent=1) + "\n")

@@ -40,7 +40,7 @@ from include.preference.config import DEFAULT_BUCKET, DEFAULT_REGION, PROJECT_RO
 
 log = logging.getLogger(__name__)
 
-HOST = "127.0.0.1"
+HOST = servers.HOST  # every service listens on the loopback address only
 SERVICES = ("s3", "mlflow", "airflow")
 PROFILES = ("embedded", "production")
 # Celery workers of the production profile: queue -> concurrency (one task at a time per GPU).
@@ -564,11 +564,11 @@ class ServiceManager:
     def _prepare_server(self, name: str) -> None:
         """PostgreSQL: a cluster initialised on first use; Redis: its configuration file (password inside)."""
         rt = self.runtime
-        if not _port_is_free(rt.ports.postgres if name == "postgres" else rt.ports.redis):
-            port_setting = "POSTGRES_PORT" if name == "postgres" else "REDIS_PORT"
+        port = getattr(rt.ports, name)
+        if not _port_is_free(port):
             raise ServiceError(
-                f"{name} cannot listen on {HOST}:{getattr(rt.ports, name)}: the port is taken "
-                f"(another server runs there); choose another with {port_setting}"
+                f"{name} cannot listen on {HOST}:{port}: the port is taken "
+                f"(another server runs there); choose another with {name.upper()}_PORT"
             )
         if name == "postgres":
             if servers.init_postgres(self.data_dir(name), rt.database_password, self.log_file(name)):

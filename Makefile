@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 SPARK_ARCHIVE := .local/jvm/spark-driver.jsa
 PYTEST_ARGS ?=
 # Test processes: one per core, at most 4 (pytest-xdist), whole modules each (see tests/conftest.py); TEST_PROCESSES= runs one.
-TEST_PROCESSES ?= -n auto --maxprocesses 4 --dist loadgroup
+TEST_PROCESSES ?= -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: help install browser servers demo test test-unit test-integration up down status lint format typecheck lock clean
 

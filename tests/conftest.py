@@ -229,43 +229,67 @@ MODULE_SECONDS = PROJECT_ROOT / "tests" / "module_seconds.json"
 
 
 def _module(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0].split("@", 1)[0]
+    return nodeid.split("::", 1)[0]
 
 
-# Session fixtures that cost minutes: the modules that use them run on one test process, so that
-# each is built once per run rather than once per process.
+# Session fixtures that cost minutes, and the directories of the modules that use them: those
+# modules run on one test process, so that each fixture is built once per run, not once per process.
 SHARED_BUILDS = {"validated_history", "chain", "training_sets", "small_model"}
+SHARED_BUILD_DIRS = tuple(f"tests/integration/{d}/" for d in ("features", "scoring", "text", "training", "webapp"))
+
+
+def _group(module: str) -> str:
+    """The unit of work of a parallel run: the module, or the modules that share the builds."""
+    return "shared-builds" if module.startswith(SHARED_BUILD_DIRS) else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``--dist loadfile``, with the modules that share the builds as one unit."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(_module(nodeid))
+
+    return ModuleGroups(config, log)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """House rule: every test says what kind it is. Then the order and grouping of the parallel run.
+    """House rule: every test says what kind it is. Then the order of the parallel run.
 
-    `make test` runs on several processes (pytest-xdist ``--dist loadgroup``). Every module is a
-    group of its own, so its tests stay together and its module fixtures are built once, except the
-    modules that use one of SHARED_BUILDS: they form one group. Groups are handed out longest
-    first (by tests/module_seconds.json), so that no long group starts last and runs alone.
+    `make test` runs on several processes (pytest-xdist, ``--dist loadfile`` and the scheduler
+    above): every module runs whole on one process, so its module fixtures are built once, and the
+    modules that use SHARED_BUILDS run together. Units are handed out longest first (by
+    tests/module_seconds.json), so that no long unit starts last and runs alone.
     """
     unmarked = [item.nodeid for item in items if not KIND_MARKERS & {m.name for m in item.iter_markers()}]
     if unmarked:
         raise pytest.UsageError(f"tests without a unit/integration/e2e/slow marker: {unmarked[:10]}")
+    stray = sorted(
+        {
+            _module(item.nodeid)
+            for item in items
+            if SHARED_BUILDS & set(getattr(item, "fixturenames", ()))
+            and _group(_module(item.nodeid)) == _module(item.nodeid)
+        }
+    )
+    if stray:
+        raise pytest.UsageError(f"modules using {sorted(SHARED_BUILDS)} outside {SHARED_BUILD_DIRS}: {stray}")
     known: dict[str, float] = json.loads(MODULE_SECONDS.read_text()) if MODULE_SECONDS.exists() else {}
-    shared = {_module(item.nodeid) for item in items if SHARED_BUILDS & set(getattr(item, "fixturenames", ()))}
-    modules = {_module(item.nodeid) for item in items}
-    group_of = {module: "shared-builds" if module in shared else module for module in modules}
     group_seconds: dict[str, float] = {}
-    for module, group in group_of.items():
-        group_seconds[group] = group_seconds.get(group, 0.0) + known.get(module, 0.0)
+    for module in {_module(item.nodeid) for item in items}:
+        group_seconds[_group(module)] = group_seconds.get(_group(module), 0.0) + known.get(module, 0.0)
     first_seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        first_seen.setdefault(group_of[_module(item.nodeid)], index)
+        first_seen.setdefault(_group(_module(item.nodeid)), index)
         first_seen.setdefault(_module(item.nodeid), index)
-        item.add_marker(pytest.mark.xdist_group(group_of[_module(item.nodeid)]))
 
     def order(item: pytest.Item) -> tuple[float, int, int]:
         module = _module(item.nodeid)
-        group = group_of[module]
-        return (-group_seconds[group], first_seen[group], first_seen[module])
+        return (-group_seconds[_group(module)], first_seen[_group(module)], first_seen[module])
 
     items.sort(key=order)
 

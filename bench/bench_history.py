@@ -29,14 +29,16 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 from bench_evaluate import scaled_copy
+from lake import running_lake
 
 from include.preference.evaluation.protocol import file_days, stage_validated
 from include.preference.features import build
+from include.preference.storage import PartitionRef
+from include.preference.storage.spark_lake import SparkLake
 
 
 def validate_alone(source: str, path: Path, day: dt.date, root: Path) -> int:
     """One day validated by itself, as the daily DAG does; validated rows written like the protocol."""
-    from include.preference.features.build import partition_dir
     from include.preference.sources import file_importer
     from include.preference.validation import validate_day
 
@@ -44,30 +46,30 @@ def validate_alone(source: str, path: Path, day: dt.date, root: Path) -> int:
     result = validate_day(day, raw, None, closed_day=bool(facts.get("closed_day")))
     assert not result.blocking, result.summary()["blocking"]
     for name, outcome in result.tables.items():
-        target = partition_dir(root, "validated", name, day)
+        target = root / "validated" / name / f"dt={day.isoformat()}"
         target.mkdir(parents=True, exist_ok=True)
         pq.write_table(outcome.validated_table(), target / "part-00000.parquet")
     return sum(len(o.validated) for o in result.tables.values())
 
 
-def union_of_reads(spark, root: Path, days: list[dt.date]) -> tuple:
+def union_of_reads(spark, lake, days: list[dt.date]) -> tuple:
     """The obvious way: read each day's partition and union them."""
     from pyspark.sql import functions as F
 
     def union(table: str, with_day: bool):
         frames = []
         for day in days:
-            frame = build.read_partition(spark, root, "validated", table, day)
+            frame = lake.read(spark, PartitionRef("validated", table, day))
             frames.append(frame.withColumn(build.DAY, F.lit(day)) if with_day else frame)
         return reduce(lambda a, b: a.unionByName(b), frames)
 
     return union("events", False), union("orders", False), union("products", True)
 
 
-def features_of(root: Path, day: dt.date) -> dict[str, pd.DataFrame]:
+def features_of(lake, day: dt.date) -> dict[str, pd.DataFrame]:
     out = {}
     for table in ("customers", "products", "state_pairs"):
-        frame = pd.read_parquet(build.partition_dir(root, build.FEATURE_LAYER, table, day))
+        frame = lake.read_arrow(build.feature_ref(table, day)).to_pandas()
         out[table] = frame.sort_values(list(frame.columns[:2])).reset_index(drop=True)
     return out
 
@@ -89,7 +91,10 @@ def main() -> None:
             print(f"scaled file: {size['lines']:,} lines, {size['customers']:,} customers")
         present = file_days("online_retail", source)
         days = [present[0] + dt.timedelta(days=i) for i in range(args.days)]
-        ours_root, alone_root = Path(work) / "ours", Path(work) / "alone"
+        alone_root = Path(work) / "alone"
+        lake_context = running_lake(Path(work) / "lake")
+        _, store = lake_context.__enter__()
+        ours_root = SparkLake(store, "_work/bench-history/")
 
         start = time.perf_counter()
         counts = stage_validated("online_retail", source, days, ours_root, processes=2)
@@ -107,7 +112,7 @@ def main() -> None:
 
         from include.preference.spark import spark_session
 
-        spark = spark_session("bench-history")
+        spark = spark_session("bench-history", s3=store.settings)
         last = days[-1]
         build.build_features(spark, ours_root, days[len(days) // 4], mode="full", keep_dailies=False)  # warm-up
         start = time.perf_counter()
@@ -128,6 +133,7 @@ def main() -> None:
         print(f"full feature build as of day {len(days)}: one scan {one_scan:.1f}s, union of per-day reads")
         print(f"  {unions:.1f}s: {unions / one_scan:.1f}x one scan (same features)")
         spark.stop()
+        lake_context.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@
 Builds a cached Spark DataFrame of ``--rows`` examples with every spec column, then writes it
 with the pipeline's two writers, which partition and order rows the same way:
 
-* Parquet: Spark's own writer (``write_table``: zstd);
-* TFRecord: ``write_tfrecords`` (Arrow batches to Python, Example encoding, framing, gzip).
+* Parquet: Spark's own writer (``SparkLake.write_table``: zstd, through S3A);
+* TFRecord: ``write_tfrecords`` (Arrow batches to Python, Example encoding, framing, gzip, streamed
+  from each executor to S3).
+
+Both write to a throwaway SeaweedFS started here.
 
 Each is run three times; the median is reported with rows/s and the ratio (goal: at most 1.5x).
 """
@@ -14,15 +17,19 @@ Each is run three times; the median is reported with rows/s and the ratio (goal:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from lake import running_lake
+
 from include.preference.features import spec
-from include.preference.features.build import write_table
 from include.preference.features.examples import shuffled_order, write_tfrecords
 from include.preference.spark import spark_session
+from include.preference.storage import PartitionRef
+from include.preference.storage.spark_lake import spark_lake
 
 
 def main() -> None:
@@ -37,30 +44,34 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_input_pipeline import example_rows
 
-    spark = spark_session("bench_tfrecord_write")
     table = example_rows(args.rows, seed=4)
-    frame = spark.createDataFrame(table.to_pandas()).cache()
-    assert frame.count() == args.rows
     order = shuffled_order(17)
     timings: dict[str, list[float]] = {"parquet": [], "tfrecord": []}
-    with tempfile.TemporaryDirectory() as folder:
+    sizes: dict[str, int] = {}
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        running_lake(Path(folder)) as (_, store),
+        spark_lake(store, "bench-tfrecord") as lake,
+    ):
+        spark = lake.ready(spark_session("bench_tfrecord_write", s3=store.settings))
+        frame = spark.createDataFrame(table.to_pandas()).cache()
+        assert frame.count() == args.rows
         for attempt in range(args.repeats + 1):  # the first round warms up Python workers and the JIT
+            ref = PartitionRef("training", f"attempt-{attempt}", dt.date(2025, 1, 1))
             start = time.perf_counter()
-            write_table(frame, Path(folder) / f"parquet-{attempt}", spec.KEYS, files=args.files, order=order)
+            lake.write_table(frame, ref, spec.KEYS, sub="parquet", files=args.files, order=order)
             parquet = time.perf_counter() - start
             start = time.perf_counter()
-            shards = write_tfrecords(frame, Path(folder) / f"tfrecord-{attempt}", args.files, order)
+            shards = write_tfrecords(frame, lake, ref, args.files, order)
             tfrecord = time.perf_counter() - start
             assert sum(shards.values()) == args.rows
             if attempt:
                 timings["parquet"].append(parquet)
                 timings["tfrecord"].append(tfrecord)
-        sizes = {
-            kind: sum(p.stat().st_size for p in Path(folder).glob(f"{kind}-1/*") if p.is_file())
-            for kind in ("parquet", "tfrecord")
-        }
+            if attempt == 1:
+                sizes = {kind: sum(o.size for o in lake.written(ref, kind)) for kind in ("parquet", "tfrecord")}
     median = {kind: statistics.median(values) for kind, values in timings.items()}
-    print(f"{args.rows:,} examples x {len(spec.example_columns())} columns, {args.files} files, Spark local")
+    print(f"{args.rows:,} examples x {len(spec.example_columns())} columns, {args.files} files, Spark local, S3A")
     for kind in ("parquet", "tfrecord"):
         print(f"{kind:9s} {median[kind]:6.2f}s  {args.rows / median[kind]:10,.0f} rows/s  {sizes[kind] / 1e6:7.1f} MB")
     print(f"tfrecord / parquet write time: {median['tfrecord'] / median['parquet']:.2f}x  (goal: at most 1.5x)")

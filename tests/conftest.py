@@ -209,16 +209,22 @@ def stop_spark_at_the_end():
 
 
 @pytest.fixture(scope="session")
-def validated_history(tmp_path_factory: pytest.TempPathFactory):
-    """Five weeks of small synthetic days, validated, in a directory laid out like the lake (read-only)."""
+def session_store(s3_service):
+    """One bucket for the session's shared builds (each in a work area of its own)."""
+    return make_store(s3_service)
+
+
+@pytest.fixture(scope="session")
+def validated_history(session_store):
+    """Five weeks of small synthetic days, validated, in a work area of the lake (read-only: clone it)."""
     import datetime as dt
 
-    from tests.support.lake import day_range, fill_validated
+    from tests.support.lake import day_range, fill_validated, new_lake
 
-    root = tmp_path_factory.mktemp("validated-history")
+    lake = new_lake(session_store, "validated-history")
     days = day_range(dt.date(2025, 3, 1), HISTORY_DAYS)
-    fill_validated(root, days)
-    return root, days
+    fill_validated(lake, days)
+    return lake, days
 
 
 HISTORY_DAYS = 36

@@ -94,8 +94,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         anchor_step_days=args.anchor_step_days,
         epochs=args.epochs,
     )
+    from include.preference.config import load_settings
+    from include.preference.storage import ObjectStore
+
+    store = ObjectStore(load_settings().s3)
+    store.check()
     with tempfile.TemporaryDirectory(prefix="preference-evaluate-") as scratch:
-        report = evaluate(protocol, args.work_dir or Path(scratch))
+        report = evaluate(protocol, store, args.work_dir or Path(scratch))
     write_report(report, args.output)
     summary = {"n_eval_customers": report["n_eval_customers"], "model": report["model"], **report["baselines"]}
     print(json.dumps(summary, indent=2))

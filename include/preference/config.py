@@ -130,10 +130,12 @@ class Settings:
     recommendations_k: int = 10
     active_days: int = 90
     segment_sample_per_stratum: int = 400
+    # The promotion lock's database (PostgreSQL, every host's); None: a file lock (one machine).
+    lock_database_url: str | None = field(default=None, repr=False)
 
     @property
     def scratch_dir(self) -> Path:
-        """Local scratch space for Spark input/output staged to and from S3."""
+        """Local scratch space of a task's own process (plots, Data Docs, a downloaded model); never Spark's."""
         return self.local_dir / "scratch"
 
 
@@ -227,6 +229,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         recommendations_k=_positive_int(env, "PREFERENCE_RECOMMENDATIONS_K", 10),
         active_days=_positive_int(env, "PREFERENCE_ACTIVE_DAYS", 90),
         segment_sample_per_stratum=_positive_int(env, "PREFERENCE_SEGMENT_SAMPLE_PER_STRATUM", 400, minimum=10),
+        lock_database_url=env.get("PREFERENCE_LOCK_DATABASE_URL") or None,
     )
 
 

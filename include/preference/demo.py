@@ -187,7 +187,7 @@ def run_online_retail(runtime: Runtime, path: Path) -> EvaluationResult:
     protocol = Protocol("online_retail", str(path), cutoff, EVALUATION_HORIZON_DAYS, EVALUATION_K)
     out = runtime.home / "demo" / "online_retail"
     shutil.rmtree(out / "work", ignore_errors=True)
-    report = evaluate(protocol, out / "work")
+    report = evaluate(protocol, store_for(runtime), out / "work")
     shutil.rmtree(out / "work", ignore_errors=True)
     report_path = out / "report.json"
     write_report(report, report_path)

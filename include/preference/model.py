@@ -31,6 +31,7 @@ from include.preference.features import spec
 
 if TYPE_CHECKING:
     import keras
+    from pyspark.sql import DataFrame
 
 HASH_BINS = 256
 CATEGORY_DIM = 8
@@ -67,6 +68,40 @@ def feature_statistics(columns: Mapping[str, np.ndarray]) -> dict[str, tuple[flo
         if feature.kind == "numeric":
             values = transformed(feature.name, columns[feature.name])
             stats[feature.name] = (float(values.mean()), float(max(values.var(), 1e-6)))
+    return stats
+
+
+# Exact decimal sums: the statistics do not depend on how Spark split the rows (same inputs, same
+# model, on a laptop or a cluster). 28 integer digits hold the sums of squares of any feature over
+# far more rows than a training set has; each value is rounded (the same way everywhere) at 1e-10.
+_EXACT = "decimal(38,10)"
+
+
+def spark_feature_statistics(frame: "DataFrame") -> dict[str, tuple[float, float]]:
+    """:func:`feature_statistics` as one Spark aggregate over the training rows (two numbers per
+    feature reach the driver, not the rows)."""
+    from decimal import Decimal
+
+    from pyspark.sql import functions as F
+
+    names = [f.name for f in spec.FEATURES if f.kind == "numeric"]
+    aggregates = [F.count(F.lit(1)).alias("_rows")]
+    for name in names:
+        value = F.col(name).cast("double")
+        if spec.BY_NAME[name].transform == "log1p":
+            value = F.signum(value) * F.log1p(F.abs(value))
+        exact = value.cast(_EXACT)
+        aggregates += [F.sum(exact).alias(f"{name}__sum"), F.sum(exact * exact).alias(f"{name}__squares")]
+    row = frame.agg(*aggregates).collect()[0]
+    rows = int(row["_rows"])
+    if rows == 0:
+        raise ValueError("no training rows to compute feature statistics from")
+    stats = {}
+    for name in names:
+        total, squares = Decimal(row[f"{name}__sum"]), Decimal(row[f"{name}__squares"])
+        mean = total / rows
+        variance = squares / rows - mean * mean
+        stats[name] = (float(mean), float(max(variance, Decimal("1e-6"))))
     return stats
 
 

@@ -6,10 +6,12 @@ both the current champion's and the best baseline's. A backfill (a run for a pas
 gate never moves ``champion``.
 
 Two trainings finishing at once must not both read "champion is v1" and then overwrite each other.
-The decision and the alias swap happen under a lock (a file lock on one machine; deployments with
-several workers also route registration through the single-slot Airflow pool ``registry``). Under
-the lock the champion is read again; if it changed since the challenger was compared, the new
-champion is scored on the challenger's holdout before deciding.
+The decision and the alias swap happen under one lock per registered model that every host sees:
+a PostgreSQL advisory lock when ``PREFERENCE_LOCK_DATABASE_URL`` names a database (the production
+profile sets it to MLflow's), held by a connection of its own, so a killed holder releases it when
+its connection drops. The embedded profile, one machine by definition, uses a file lock under
+``PREFERENCE_LOCAL_DIR``. Under the lock the champion is read again; if it changed since the
+challenger was compared, the new champion is scored on the challenger's holdout before deciding.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -83,9 +86,32 @@ def decide(
     return verdict(True, f"{GATE_METRIC} {challenger:.4f} beats champion v{champion_version} ({champion:.4f})")
 
 
+def lock_key(name: str) -> int:
+    """The advisory lock's 64-bit key for a registered model (stable across hosts and versions)."""
+    digest = hashlib.sha256(f"customer-preference-registry:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 @contextlib.contextmanager
-def registry_lock(name: str, directory: Path) -> Iterator[None]:
-    """An exclusive lock per registered model (blocks until free)."""
+def registry_lock(name: str, directory: Path, database_url: str | None = None) -> Iterator[None]:
+    """An exclusive lock per registered model (blocks until free).
+
+    ``database_url`` (PostgreSQL): an advisory lock on that server, the same for every host.
+    Without it, a file lock in ``directory``: one machine only.
+    """
+    if database_url:
+        import psycopg
+
+        url = database_url.replace("postgresql+psycopg2://", "postgresql://").replace(
+            "postgresql+psycopg://", "postgresql://"
+        )
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("SELECT pg_advisory_lock(%s)", (lock_key(name),))
+            try:
+                yield
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(%s)", (lock_key(name),))
+        return
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / f"registry-{name}.lock").open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -137,6 +163,7 @@ def gate(
     *,
     backfill: bool,
     lock_dir: Path,
+    lock_database_url: str | None = None,
     day: dt.date | None = None,
 ) -> GateDecision:
     """Decide under the lock and move ``champion`` if the challenger wins; tag the version either way.
@@ -145,7 +172,7 @@ def gate(
     A promoted version is tagged ``champion_since`` with ``day`` (the run's logical date), so a
     backfill of a past date can score with the model that was champion then.
     """
-    with registry_lock(name, lock_dir):
+    with registry_lock(name, lock_dir, lock_database_url):
         champion = current_champion(client, name)
         champion_version = str(champion.version) if champion is not None else None
         champion_score = score_champion(champion) if champion is not None and not backfill else None

@@ -5,13 +5,19 @@ Two profiles run the same DAGs and code; only configuration differs:
 * ``embedded`` (the default): Airflow standalone on SQLite with the LocalExecutor, MLflow on SQLite;
 * ``production``: Airflow's API server, scheduler, DAG processor and triggerer on PostgreSQL with the
   CeleryExecutor and Redis as broker, one Celery worker for the ``default`` queue and one for
-  ``gpu`` (the training task's queue), MLflow on PostgreSQL. The project runs its own PostgreSQL and
+  ``gpu`` (the training task's queue), MLflow on PostgreSQL, and a Spark standalone cluster (a
+  master and two workers, pyspark's own ``spark-class``) that every task's Spark job runs on, in
+  client mode (the task is the driver). The project runs its own PostgreSQL and
   Redis (see :mod:`include.preference.servers`) unless ``PREFERENCE_AIRFLOW_DATABASE_URL``,
   ``PREFERENCE_MLFLOW_DATABASE_URL`` and ``PREFERENCE_CELERY_BROKER_URL`` name servers of their own;
   databases are created when missing.
 
 Each service runs as its own process group, with its data under ``<home>/<service>/``, its log in
-``<home>/logs/`` and its PID in ``<home>/run/``. Start-up waits for a health check; stop signals the
+``<home>/logs/`` and its PID in ``<home>/run/``. A runtime with ``isolated`` set (the tests) runs the
+Spark workers and the Celery workers each in a mount namespace of its own, with an empty tmpfs over
+the other ones' private folders (``<home>/<service>/private``: temporary files, scratch, Spark's
+local directories and the service's home directory): like separate hosts, they share S3, the
+databases and the broker, and no disk. Start-up waits for a health check; stop signals the
 whole process group by PID (TERM, then KILL). The same code starts the services for ``make up`` and
 for the integration tests (another home, free ports).
 """
@@ -46,11 +52,14 @@ PROFILES = ("embedded", "production")
 # Celery workers of the production profile: queue -> concurrency (one task at a time per GPU).
 WORKER_QUEUES = {"default": 2, "gpu": 1}
 # PostgreSQL and Redis come first, and only where the runtime runs its own (see Runtime.services).
+SPARK_WORKERS = 2
 PRODUCTION_SERVICES = (
     "postgres",
     "redis",
     "s3",
     "mlflow",
+    "spark-master",
+    *(f"spark-worker-{i}" for i in range(1, SPARK_WORKERS + 1)),
     "api-server",
     "scheduler",
     "dag-processor",
@@ -59,6 +68,11 @@ PRODUCTION_SERVICES = (
 )
 # Airflow components of the production profile and the health endpoint's name for each.
 AIRFLOW_COMPONENTS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+# Processes that behave as separate hosts in an isolated runtime (see the module docstring).
+ISOLATED_SERVICES = (
+    *(f"spark-worker-{i}" for i in range(1, SPARK_WORKERS + 1)),
+    *(f"worker-{q}" for q in WORKER_QUEUES),
+)
 # The databases on the project's own PostgreSQL server.
 AIRFLOW_DATABASE = "airflow"
 MLFLOW_DATABASE = "mlflow"
@@ -109,6 +123,9 @@ class Ports:
     weed_admin: int = 23646
     postgres: int = 5432
     redis: int = 6379
+    spark_master: int = 7077
+    spark_master_ui: int = 8081
+    spark_worker_ui: tuple[int, ...] = (8082, 8083)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "Ports":
@@ -119,6 +136,8 @@ class Ports:
             airflow=int(env.get("AIRFLOW_PORT", defaults.airflow)),
             postgres=int(env.get("POSTGRES_PORT", defaults.postgres)),
             redis=int(env.get("REDIS_PORT", defaults.redis)),
+            spark_master=int(env.get("SPARK_MASTER_PORT", defaults.spark_master)),
+            spark_master_ui=int(env.get("SPARK_MASTER_UI_PORT", defaults.spark_master_ui)),
         )
 
     @classmethod
@@ -128,8 +147,12 @@ class Ports:
         weed = {
             name: free_port(10000, taken) for name in ("s3", "weed_master", "weed_volume", "weed_filer", "weed_admin")
         }
-        single = {name: free_port(None, taken) for name in ("mlflow", "airflow", "postgres", "redis")}
-        return cls(**single, **weed)
+        single = {
+            name: free_port(None, taken)
+            for name in ("mlflow", "airflow", "postgres", "redis", "spark_master", "spark_master_ui")
+        }
+        workers = tuple(free_port(None, taken) for _ in range(SPARK_WORKERS))
+        return cls(**single, **weed, spark_worker_ui=workers)
 
 
 @dataclass(frozen=True)
@@ -154,6 +177,11 @@ class Runtime:
     external_celery_broker_url: str = field(default="", repr=False)
     # A throwaway runtime (tests, benchmarks): its PostgreSQL skips fsync.
     durable: bool = True
+    # The Spark and Celery workers in mount namespaces of their own (tests; see the module docstring).
+    isolated: bool = False
+    # Cores and memory each Spark worker offers (the production profile's local cluster).
+    spark_worker_cores: int = 1
+    spark_worker_memory: str = "2g"
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -193,6 +221,10 @@ class Runtime:
     @property
     def mlflow_database_url(self) -> str:
         return self.external_mlflow_database_url or f"{self.database_server_url}/{MLFLOW_DATABASE}"
+
+    @property
+    def spark_master_url(self) -> str:
+        return f"spark://{HOST}:{self.ports.spark_master}"
 
     @property
     def celery_broker_url(self) -> str:
@@ -259,6 +291,11 @@ class Runtime:
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.airflow_database_url,
                 "AIRFLOW__CELERY__BROKER_URL": self.celery_broker_url,
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.airflow_database_url.replace("+psycopg2", ""),
+                # One promotion lock for every host: an advisory lock on MLflow's database.
+                "PREFERENCE_LOCK_DATABASE_URL": self.mlflow_database_url,
+                # Every task's Spark job runs on the cluster; the task is its driver (client mode).
+                "PREFERENCE_SPARK_MASTER": self.spark_master_url,
+                "PREFERENCE_SPARK_DRIVER_HOST": HOST,
             }
         return {
             **env,
@@ -412,6 +449,54 @@ class ServiceManager:
             command = [servers.redis_server_binary(), str(self.runtime.home / "redis" / "redis.conf")]
             healthy = lambda: servers.redis_healthy(rt.ports.redis, rt.broker_password)  # noqa: E731
             return ServiceSpec(name, command, base_env, healthy, f"redis://{HOST}:{rt.ports.redis}", 60)
+        if name == "spark-master":
+            command = [
+                str(bin_dir / "spark-class"),
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                HOST,
+                "--port",
+                str(rt.ports.spark_master),
+                "--webui-port",
+                str(rt.ports.spark_master_ui),
+            ]
+            # No REST submission server: tasks connect as drivers (and its fixed port would clash).
+            env = {
+                **base_env,
+                "SPARK_HOME": _spark_home(),
+                "SPARK_LOCAL_IP": HOST,
+                "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false",
+            }
+            healthy = lambda: (self._spark_master() or {}).get("status") == "ALIVE"  # noqa: E731
+            return ServiceSpec(name, command, env, healthy, rt.spark_master_url, 120)
+        if name.startswith("spark-worker-"):
+            index = int(name.rsplit("-", 1)[1])
+            ui = rt.ports.spark_worker_ui[index - 1]
+            private = self.private_dir(name)
+            command = [
+                str(bin_dir / "spark-class"),
+                "org.apache.spark.deploy.worker.Worker",
+                "--host",
+                HOST,
+                "--webui-port",
+                str(ui),
+                "--cores",
+                str(rt.spark_worker_cores),
+                "--memory",
+                rt.spark_worker_memory,
+                "--work-dir",
+                str(private / "work"),
+                rt.spark_master_url,
+            ]
+            env = {
+                **base_env,
+                **self._private_env(name),
+                "SPARK_HOME": _spark_home(),
+                "SPARK_LOCAL_IP": HOST,
+                "SPARK_LOCAL_DIRS": str(private / "spark"),
+                "PYSPARK_PYTHON": sys.executable,
+            }
+            return ServiceSpec(name, command, env, lambda: self._spark_worker_alive(ui), f"http://{HOST}:{ui}", 120)
         if name not in rt.services:
             raise ValueError(
                 f"unknown service {name!r} in the {rt.profile} profile; expected one of {', '.join(rt.services)}"
@@ -429,6 +514,7 @@ class ServiceManager:
             healthy = lambda: self._health_status(AIRFLOW_COMPONENTS[name]) == "healthy"  # noqa: E731
             return ServiceSpec(name, command, env, healthy, rt.airflow_url, 180)
         queue = name.removeprefix("worker-")
+        env = {**env, **self._private_env(name)}
         command = [
             airflow,
             "celery",
@@ -444,6 +530,31 @@ class ServiceManager:
             "--without-mingle",
         ]
         return ServiceSpec(name, command, env, lambda: self._worker_ready(name), f"celery://{queue}", 180)
+
+    def _spark_master(self) -> dict | None:
+        return _http_json(f"http://{HOST}:{self.runtime.ports.spark_master_ui}/json/")
+
+    def _spark_worker_alive(self, ui_port: int) -> bool:
+        """The master lists the worker (by its web UI's port) as alive."""
+        workers = (self._spark_master() or {}).get("workers") or []
+        return any(
+            w.get("state") == "ALIVE" and str(w.get("webuiaddress", "")).endswith(f":{ui_port}") for w in workers
+        )
+
+    def private_dir(self, name: str) -> Path:
+        """A service's own folder (temporary files, scratch, Spark's local directories)."""
+        return self.runtime.home / name / "private"
+
+    def _private_env(self, name: str) -> dict[str, str]:
+        """A service's own temporary folder, scratch and home (what an isolated runtime hides from the others)."""
+        private = self.private_dir(name)
+        for sub in ("tmp", "local", "home"):
+            (private / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "TMPDIR": str(private / "tmp"),
+            "PREFERENCE_LOCAL_DIR": str(private / "local"),
+            "HOME": str(private / "home"),
+        }
 
     def _s3_healthy(self) -> bool:
         if _http_status(self.runtime.s3_endpoint + "/") is None:
@@ -532,9 +643,18 @@ class ServiceManager:
         if name == "mlflow" and self.runtime.production:
             ensure_database(self.runtime.mlflow_database_url)
         self._log_offsets[name] = self.log_file(name).stat().st_size if self.log_file(name).exists() else 0
+        command = list(spec.command)
+        if self.runtime.isolated and name in ISOLATED_SERVICES:
+            # The others' private folders (their temporary files, scratch and home): not this one's.
+            hide = [
+                self.private_dir(other)
+                for other in ISOLATED_SERVICES
+                if other != name and other in self.runtime.services
+            ]
+            command = private_mount_namespace(command, hide)
         with self.log_file(name).open("ab") as log_handle:
             process = subprocess.Popen(  # noqa: S603 - fixed commands
-                spec.command,
+                command,
                 env=spec.env,
                 cwd=self.runtime.home / name,
                 stdout=log_handle,
@@ -725,6 +845,44 @@ def drop_database(url: str) -> None:
     server, name = _server_and_name(url)
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def _spark_home() -> str:
+    """pyspark's own folder: its ``spark-class`` and jars (what a Spark distribution would hold)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError("pyspark is not installed in this environment (make install)")
+    return str(next(iter(spec.submodule_search_locations)))
+
+
+# Mount an empty tmpfs over each argument up to "--", then run the rest as the command.
+_MOUNT_AND_RUN = (
+    'for d in "$@"; do case "$d" in --) shift; break;; esac; '
+    'mount -t tmpfs tmpfs "$d" || exit 97; shift; done; exec "$@"'
+)
+
+
+def private_mount_namespace(command: list[str], hide: list[Path]) -> list[str]:
+    """``command`` in a mount namespace of its own (``unshare -m``, root only), with an empty tmpfs
+    over each of ``hide``: what other processes write there, it cannot see, as on another host."""
+    for directory in hide:
+        directory.mkdir(parents=True, exist_ok=True)
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        _MOUNT_AND_RUN,
+        "sh",
+        *(str(d) for d in hide),
+        "--",
+        *command,
+    ]
 
 
 def ephemeral_runtime(home: Path, profile: str = "embedded", servers_of: Runtime | None = None) -> Runtime:

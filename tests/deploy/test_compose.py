@@ -64,13 +64,14 @@ def test_the_production_shape_is_complete():
     assert "--artifacts-destination" in command_words(SERVICES["mlflow"])
 
 
-def test_celery_workers_cover_the_default_spark_and_gpu_queues():
+def test_celery_workers_cover_the_default_and_gpu_queues():
     queues = {}
     for name, service in SERVICES.items():
         words = command_words(service)
         if words[:3] == ["airflow", "celery", "worker"]:
             queues[words[words.index("--queues") + 1]] = name
-    assert set(queues) == {"default", "spark", "gpu"}
+    # Spark work runs on the Spark cluster: the tasks that drive it need no queue of their own.
+    assert set(queues) == {"default", "gpu"}
     gpu = SERVICES[queues["gpu"]]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
@@ -86,6 +87,29 @@ def test_include_is_mounted_and_importable_in_airflow_containers():
             assert {"/opt/airflow/dags", "/opt/airflow/include", "/opt/airflow/plugins"} <= mounts, name
     dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
     assert "PYTHONPATH=/opt/airflow" in dockerfile and "COPY include ./include" in dockerfile
+
+
+def test_spark_workers_run_the_airflow_code_and_share_no_disk_with_anyone():
+    code = {"/opt/airflow/dags", "/opt/airflow/include", "/opt/airflow/plugins"}
+    spark = {name: s for name, s in SERVICES.items() if name.startswith("spark-worker")}
+    assert set(spark) == {"spark-worker", "spark-worker-gpu"}
+    for name, service in spark.items():
+        mounts = {v.split(":")[1] for v in service["volumes"] if v.startswith("./")}
+        assert code <= mounts, name
+        assert service["environment"]["SPARK_LOCAL_DIRS"].startswith("/tmp/"), name
+    # Named volumes: each belongs to one kind of service (logs are written by Airflow alone).
+    users: dict[str, set[str]] = {}
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            if not volume.startswith("./"):
+                users.setdefault(volume.split(":")[0], set()).add(name)
+    assert not any(name.startswith("spark-") for volume in users.values() for name in volume)
+    gpu = SERVICES["spark-worker-gpu"]
+    assert "spark.worker.resource.gpu.discoveryScript" in gpu["environment"]["SPARK_WORKER_OPTS"]
+    assert any(d["driver"] == "nvidia" for d in gpu["deploy"]["resources"]["reservations"]["devices"])
+    assert SERVICES["airflow-worker-gpu"]["environment"]["PREFERENCE_SPARK_TASK_GPUS"] == "1"
+    lock = SERVICES["airflow-scheduler"]["environment"]["PREFERENCE_LOCK_DATABASE_URL"]
+    assert lock.startswith("postgresql+psycopg2://") and lock.endswith("/mlflow")
 
 
 def test_volumes_bind_mounts_and_dependencies_resolve():

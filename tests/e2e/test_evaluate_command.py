@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 
@@ -39,7 +40,7 @@ def expected_customers() -> set[str]:
 
 
 @pytest.mark.skipif(not SAMPLE.exists(), reason="the shared Online Retail sample is not present")
-def test_evaluate_writes_the_report_contract_on_online_retail(tmp_path):
+def test_evaluate_writes_the_report_contract_on_online_retail(s3_service, store, tmp_path):
     output = tmp_path / "report.json"
     command = [
         sys.executable, "-m", "include.preference", "evaluate",
@@ -48,9 +49,12 @@ def test_evaluate_writes_the_report_contract_on_online_retail(tmp_path):
         "--training-anchors", "2", "--anchor-step-days", "14", "--epochs", "3",
         "--output", str(output), "--work-dir", str(tmp_path / "work"),
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, timeout=1500)
+    # Spark's tables live in a work area of the lake (here the test's bucket), removed afterwards.
+    env = {**os.environ, **s3_service.client_env(), "PREFERENCE_BUCKET": store.bucket}
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, timeout=1500)
     assert done.returncode == 0, done.stderr.decode()[-4000:]
     report = json.loads(output.read_text())
+    assert list(store.list_keys("_work/")) == []
 
     assert report["protocol"]["cutoff"] == CUTOFF.isoformat() and report["protocol"]["k"] == 10
     assert report["n_eval_customers"] == len(expected_customers()) > 20

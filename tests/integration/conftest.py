@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
 
 from include.preference.features.build import build_features
 from include.preference.features.examples import ExampleSettings, build_training_examples
+from include.preference.storage import PartitionRef
+from tests.support.lake import clone
 
 LAST = 33
 # Training sets for the model tests: anchors inside the chain, a 3-day horizon so that a later
@@ -20,46 +20,46 @@ TRAIN_ANCHORS = (27, 28, 29)
 HOLDOUT_ANCHOR = 32
 
 
-def copy_validated(source: Path, target: Path) -> Path:
-    shutil.copytree(source / "validated", target / "validated")
-    return target
-
-
 @pytest.fixture(scope="session")
-def chain(validated_history, spark, tmp_path_factory):
+def chain(validated_history, spark):
     """A full build at day 28, then incremental days 29..34; and a full build of day 34 elsewhere.
 
     Day 34 is the last of the chain (``days[LAST]``); days 31..34 subtract days 1..4 from the
     30-day window and every incremental day subtracts one from the 7-day window.
     """
     source, days = validated_history
-    root = copy_validated(source, tmp_path_factory.mktemp("chain"))
-    runs = [build_features(spark, root, days[27], mode="full")]
-    runs += [build_features(spark, root, day) for day in days[28 : LAST + 1]]
-    full_root = copy_validated(source, tmp_path_factory.mktemp("full"))
-    build_features(spark, full_root, days[LAST], mode="full")
-    return root, full_root, days, runs
+    lake = clone(source, "chain")
+    runs = [build_features(spark, lake, days[27], mode="full")]
+    runs += [build_features(spark, lake, day) for day in days[28 : LAST + 1]]
+    full = clone(source, "full")
+    build_features(spark, full, days[LAST], mode="full")
+    return lake, full, days, runs
 
 
 @pytest.fixture(scope="session")
 def training_sets(chain, spark, tmp_path_factory) -> dict[str, Any]:
     """Examples for three consecutive anchors (training) and a later one (holdout), from the chain."""
-    root, _, days, _ = chain
+    lake, _, days, _ = chain
     out = tmp_path_factory.mktemp("training-sets")
     sets = {}
     for index in (*TRAIN_ANCHORS, HOLDOUT_ANCHOR):
         anchor = days[index]
-        counts = build_training_examples(spark, root, anchor, TRAINING_SETTINGS, out / anchor.isoformat())
-        sets[anchor] = {"dir": out / anchor.isoformat(), "counts": counts}
+        ref = PartitionRef("training", "", anchor)
+        counts = build_training_examples(spark, lake, anchor, TRAINING_SETTINGS, ref)
+        # The trainer reads shards from its own disk (as a training worker does after fetching them).
+        local = out / anchor.isoformat()
+        for name in counts["shards"]:
+            lake.store.get_file(lake.prefix(ref) + name, local / name)
+        sets[anchor] = {"ref": ref, "dir": local, "counts": counts}
     train_days = [days[i] for i in TRAIN_ANCHORS]
     return {
-        "root": root,
+        "lake": lake,
         "train": train_days,
         "holdout": days[HOLDOUT_ANCHOR],
         "files": [str(p) for d in train_days for p in sorted((sets[d]["dir"] / "tfrecord").glob("*.tfrecord.gz"))],
         "rows": sum(sets[d]["counts"]["examples"] for d in train_days),
-        "table": lambda day: pq.read_table(sets[day]["dir"] / "parquet"),
-        "frame": lambda day: pq.read_table(sets[day]["dir"] / "parquet").to_pandas(),
+        "table": lambda day: lake.read_arrow(sets[day]["ref"]),
+        "frame": lambda day: lake.read_arrow(sets[day]["ref"]).to_pandas(),
         "sets": sets,
     }
 

@@ -1,10 +1,19 @@
 """The production-shaped profile, for real on this machine: Airflow on PostgreSQL with the
-CeleryExecutor and Redis, Celery workers for the `default` and `gpu` queues, MLflow on PostgreSQL.
-Same DAG and code as the embedded profile; only configuration differs.
+CeleryExecutor and Redis, Celery workers for the `default` and `gpu` queues, MLflow on PostgreSQL,
+and a Spark standalone cluster (a master and two workers) that every Spark job runs on, training
+with two TensorFlow workers in a barrier stage. Same DAG and code as the embedded profile; only
+configuration differs.
+
+The Spark workers and the Celery workers run as if on separate hosts: each in a mount namespace of
+its own with an empty tmpfs over the others' private folders (temporary files, scratch, Spark's local
+directories and home), so no process
+can read what another wrote to its disk. They share S3, the databases and the broker only.
 
 One backfill of 3 days with 3 concurrent runs serves every test here: routing (training ran on the
-gpu worker), the stores (PostgreSQL), equality with the same days run one by one, and a rerun of a
-day. Why that size: with a 1-day label horizon, day 1 builds features in full, day 2 folds its day
+gpu worker), the stores (PostgreSQL), the cluster and the isolation, and equality with the same days
+run one by one on local Spark in this process (the embedded profile's way), trained models included.
+(Rerunning a day through Airflow is the demo test's second run, `test_services.py`.)
+Why that size: with a 1-day label horizon, day 1 builds features in full, day 2 folds its day
 in incrementally and is the first to write training examples (for anchor 1), and day 3 is the first
 that trains (holdout anchor 2, training anchor 1): 3 days is the fewest that show training on the
 gpu worker, a backfill that registers a model and never promotes it, and incremental feature
@@ -31,6 +40,7 @@ from include.preference.airflow_client import AirflowApiError, AirflowClient
 from include.preference.demo import store_for
 from include.preference.services import (
     ADMIN_USER,
+    ISOLATED_SERVICES,
     PRODUCTION_SERVICES,
     Runtime,
     ServiceManager,
@@ -38,7 +48,8 @@ from include.preference.services import (
     drop_database,
     ephemeral_runtime,
 )
-from include.preference.storage import ObjectStore
+from include.preference.storage import ObjectStore, PartitionRef, read_file, read_manifest
+from tests.support.namespaces import require_namespaces
 from tests.support.snapshots import snapshot
 
 # The module fixture (services up, then the whole backfill) runs inside the first test's time limit.
@@ -54,6 +65,7 @@ SETTINGS = {
     "PREFERENCE_SYNTH_PRODUCTS": "40",
     "PREFERENCE_SYNTH_SESSIONS_PER_DAY": "120",
     "PREFERENCE_TRAINING_EPOCHS": "2",
+    "PREFERENCE_TRAINING_WORKERS": "2",
 }
 # The Celery executor's worker-side line for each workload it runs.
 WORKLOAD = re.compile(r"Executing workload in Celery: .*?task_id='(?P<task>[a-z_]+)'.*?run_id='(?P<run>[^']+)'")
@@ -72,11 +84,14 @@ def _rows(url: str, query: str) -> list[tuple]:
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory, database_servers):
     """The production profile, after a backfill of DAYS days with CONCURRENT_RUNS at once (DAG paused before)."""
+    require_namespaces()
     home = tmp_path_factory.mktemp("production")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in SETTINGS.items():
             patch.setenv(name, value)
-        runtime = ephemeral_runtime(home, profile="production", servers_of=database_servers)
+        runtime = dataclasses.replace(
+            ephemeral_runtime(home, profile="production", servers_of=database_servers), isolated=True
+        )
         manager = ServiceManager(runtime)
         end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
         start = end - dt.timedelta(days=DAYS - 1)
@@ -132,6 +147,43 @@ def test_training_runs_on_the_gpu_worker_and_everything_else_on_default(producti
     assert {"land_raw_data", "validate_raw_data", "build_features", "embed_reviews"} <= {task for task, _ in default}
 
 
+def test_spark_jobs_ran_on_the_cluster_and_training_on_two_workers(production):
+    runtime, manager, *_ = production
+    master = manager._spark_master()  # noqa: SLF001 - the master's own status page
+    assert master is not None and master["status"] == "ALIVE"
+    assert len([w for w in master["workers"] if w["state"] == "ALIVE"]) == 2
+    apps = {app["name"] for app in master["completedapps"]}
+    assert {"build_features", "build_training_data", "train_model"} <= apps, apps
+    # Executors kept their shuffle files in their worker's own folder, never in a shared one.
+    for index in (1, 2):
+        spark_dirs = manager.private_dir(f"spark-worker-{index}") / "spark"
+        assert any(spark_dirs.glob("spark-*")), f"spark-worker-{index} ran no executor"
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(runtime.mlflow_uri)
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    trained = [r for r in runs if "workers" in r.data.params]
+    assert trained and all(r.data.params["workers"] == "2" for r in trained)
+
+
+def test_no_worker_can_see_another_workers_disk(production):
+    """Each Spark and Celery worker has an empty tmpfs over the others' private folders (their
+    temporary files, scratch and home directories)."""
+    runtime, manager, *_ = production
+    isolated = [name for name in ISOLATED_SERVICES if name in runtime.services]
+    assert len(isolated) == 4
+    for name in isolated:
+        pid = manager.pid(name)
+        assert pid is not None, name
+        mounts = {
+            line.split(" - ")[0].split()[4]: line.split(" - ")[1].split()[0]
+            for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        }
+        hidden = [str(manager.private_dir(other)) for other in isolated if other != name]
+        assert all(mounts.get(path) == "tmpfs" for path in hidden), (name, hidden)
+        assert mounts.get(str(manager.private_dir(name))) is None, name  # its own folder is its disk
+
+
 def test_airflow_and_mlflow_keep_their_state_in_postgresql(production):
     runtime, *_ = production
     states = _rows(
@@ -140,7 +192,8 @@ def test_airflow_and_mlflow_keep_their_state_in_postgresql(production):
     )
     assert sorted(s for (s,) in states) == ["success"] * DAYS
     # Day 3 trained and registered; a backfill never moves `champion`.
-    assert _rows(runtime.mlflow_database_url, "SELECT count(*) FROM model_versions")[0][0] == 1
+    versions = "SELECT count(*) FROM model_versions WHERE name = 'customer-preference'"
+    assert _rows(runtime.mlflow_database_url, versions)[0][0] == 1
     assert (
         _rows(runtime.mlflow_database_url, "SELECT count(*) FROM registered_model_aliases WHERE alias = 'champion'")[0][
             0
@@ -155,7 +208,12 @@ def _run_days_one_by_one(runtime: Runtime, bucket: str, days: list[dt.date]) -> 
     """The same task code, day after day in this process, into another bucket of the same S3."""
     from include.preference import tasks
 
-    env = {**runtime.client_env(), "PREFERENCE_BUCKET": bucket, "PREFERENCE_CODE_VERSION": "one-by-one"}
+    env = {
+        **runtime.client_env(),
+        "PREFERENCE_BUCKET": bucket,
+        "PREFERENCE_CODE_VERSION": "one-by-one",
+        "PREFERENCE_MODEL_NAME": "one-by-one",
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {**SETTINGS, **env}.items():
             patch.setenv(name, value)
@@ -167,6 +225,7 @@ def _run_days_one_by_one(runtime: Runtime, bucket: str, days: list[dt.date]) -> 
             tasks.validate_raw_data(day, run_id=run_id)
             tasks.build_features(day, run_id=run_id)
             tasks.build_training_data(day, run_id=run_id)
+            tasks.train_model(day, run_id=run_id, backfill=True)
             tasks.compute_rfm(day, run_id=run_id)
             tasks.embed_reviews(day, run_id=run_id)
     return store
@@ -186,6 +245,16 @@ def test_a_concurrent_backfill_equals_the_days_run_one_by_one(production):
     assert concurrent.keys() == one_by_one.keys()
     different = sorted(key for key in concurrent if concurrent[key] != one_by_one[key])
     assert not different, different
+    # The model trained on the cluster (two workers, executors on other "hosts") and the one trained
+    # here on local Spark from the same partitions score the holdout the same.
+    trained = [d for d in days if read_manifest(store_for(runtime), PartitionRef("reports", "training", d))]
+    assert trained, "no day trained"
+    for day in trained:
+        ref = PartitionRef("reports", "training", day)
+        on_cluster = json.loads(read_file(store_for(runtime), ref, "summary.json"))
+        here = json.loads(read_file(store_for(dataclasses.replace(runtime, bucket="one-by-one")), ref, "summary.json"))
+        assert on_cluster["workers"] and len(on_cluster["workers"]) == 2
+        assert on_cluster["holdout"] == here["holdout"], (day, on_cluster["holdout"], here["holdout"])
     FIGURES.parent.mkdir(parents=True, exist_ok=True)
     FIGURES.write_text(
         json.dumps(
@@ -202,18 +271,3 @@ def test_a_concurrent_backfill_equals_the_days_run_one_by_one(production):
             indent=2,
         )
     )
-
-
-def test_rerunning_a_day_rewrites_identical_outputs(production):
-    runtime, _, client, runs, _ = production
-    run = runs[1]  # an incremental day (its features fold onto the day before) that writes training data
-    day = dt.date.fromisoformat(run["logical_date"][:10])
-    store = store_for(runtime)
-    before = snapshot(store, {day})
-    tries = {t["task_id"]: t["try_number"] for t in client.task_instances(DAG_ID, run["dag_run_id"])}
-    client.clear_run(DAG_ID, run["dag_run_id"])
-    again = client.wait_for_runs(DAG_ID, day, day, expected=1, timeout=900)
-    assert [r["state"] for r in again] == ["success"]
-    retried = {t["task_id"]: t["try_number"] for t in client.task_instances(DAG_ID, run["dag_run_id"])}
-    assert retried["land_raw_data"] > tries["land_raw_data"]  # it really ran again
-    assert len(before) >= 10 and snapshot(store, {day}) == before

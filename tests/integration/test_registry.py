@@ -129,3 +129,84 @@ def test_two_challengers_finishing_at_once_leave_the_better_one_as_champion(regi
     assert not decisions[contenders[1].version].promote or decisions[contenders[0].version].champion_version == (
         contenders[1].version
     )
+
+
+# One promotion in a process of its own: waits for the start time, then runs the gate (the champion
+# is "scored" slowly, so both contenders read the champion before either can move it).
+RACER = """
+import json, sys, time
+from pathlib import Path
+from mlflow.tracking import MlflowClient
+from include.preference.registry import gate
+name, version, start, lock_dir, lock_url, scores = sys.argv[1:7]
+scores = json.loads(scores)
+def score_champion(champion):
+    time.sleep(2.0)
+    return scores[str(champion.version)]
+time.sleep(max(0.0, float(start) - time.time()))
+decision = gate(MlflowClient(), name, version, scores[version], json.loads(sys.argv[7]), score_champion,
+                backfill=False, lock_dir=Path(lock_dir), lock_database_url=lock_url or None)
+print(json.dumps({"version": version, "promote": decision.promote, "reason": decision.reason}))
+"""
+
+
+def _race(registry, database_url: str | None, tmp_path: Path) -> list[dict]:
+    """Two equal challengers promoted at the same instant from two processes, each in a mount
+    namespace of its own: a tmpfs over the other's folder and over its own lock folder."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.support.namespaces import private
+
+    client, name, register, run_gate = registry
+    base = register("base", 0.21)
+    assert run_gate(base.version).promote
+    contenders = [register(f"racer-{i}", 0.40) for i in range(2)]
+    scores = {base.version: 0.21, **{c.version: 0.40 for c in contenders}}
+    homes = [tmp_path / f"host-{i}" for i in range(2)]
+    start = time.time() + 8.0
+    processes = []
+    for index, contender in enumerate(contenders):
+        lock_dir = homes[index] / "locks"  # the same path inside each namespace, a different disk
+        hide = [homes[1 - index], lock_dir]
+        command = [
+            sys.executable, "-c", RACER, name, contender.version, str(start), str(lock_dir),
+            database_url or "", json.dumps(scores), json.dumps(BASELINES),
+        ]  # fmt: skip
+        processes.append(
+            subprocess.Popen(
+                private(command, hide), env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err.decode()[-3000:]
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    return results
+
+
+def test_two_promotions_racing_from_processes_that_share_no_disk_exactly_one_wins(registry, database_servers, tmp_path):
+    from tests.support.namespaces import require_namespaces
+
+    require_namespaces()
+    client, name, _, _ = registry
+    lock_url = f"{database_servers.database_server_url}/postgres"
+    results = _race(registry, lock_url, tmp_path)
+    winners = [r["version"] for r in results if r["promote"]]
+    assert len(winners) == 1, results
+    assert client.get_model_version_by_alias(name, CHAMPION).version == winners[0]
+    loser = next(r for r in results if not r["promote"])
+    assert f"champion v{winners[0]}" in loser["reason"]
+
+
+def test_without_a_shared_lock_both_racers_promote(registry, tmp_path):
+    """The control: file locks on disks that are not shared do not serialise the two promotions."""
+    from tests.support.namespaces import require_namespaces
+
+    require_namespaces()
+    results = _race(registry, None, tmp_path)
+    assert [r["promote"] for r in results] == [True, True], results

@@ -10,10 +10,8 @@ import textwrap
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from include.preference.config import S3Settings
@@ -24,13 +22,12 @@ from include.preference.storage import (
     PartitionRef,
     StorageAuthError,
     list_partitions,
-    publish_directory,
     publish_files,
     publish_table,
     read_file,
     read_manifest,
     read_table,
-    stage_partition,
+    upstream_entry,
 )
 
 pytestmark = pytest.mark.integration
@@ -203,34 +200,44 @@ def test_anonymous_requests_are_refused(s3_service, store, method):
     assert caught.value.code == 403
 
 
-def test_stage_for_spark_and_publish_spark_output_back(store, tmp_path: Path):
+def test_spark_reads_inputs_and_publishes_its_output_through_s3a_alone(store, spark):
+    """Spark reads the files a manifest lists and writes a work area; the publish copies them
+    server-side into the version folder, manifest last, and the work area is gone afterwards."""
+    from include.preference.storage.spark_lake import spark_lake
+
     source = PartitionRef("validated", "events", DAY)
     publish_table(store, source, table_of(300), run_id="r", code_version="c", rows_per_file=100)
-    staged = stage_partition(store, source, tmp_path / "in")
-    assert sorted(p.name for p in staged.iterdir()) == [
-        "part-00000.parquet",
-        "part-00001.parquet",
-        "part-00002.parquet",
-    ]
-    assert pq.read_table(staged).num_rows == 300
-
-    output = tmp_path / "out"
-    output.mkdir()
-    pq.write_table(table_of(40), output / "part-00000-abc.snappy.parquet")
-    pq.write_table(table_of(2, offset=40), output / "part-00001-abc.snappy.parquet")
-    (output / "_SUCCESS").write_text("")
-    (output / ".part-00000-abc.snappy.parquet.crc").write_bytes(b"crc")
     target = PartitionRef("features", "customers", DAY)
-    manifest = publish_directory(
-        store,
-        target,
-        output,
-        run_id="r",
-        code_version="c",
-        upstream=[{"uri": store.uri(source.manifest_key), "sha256": "x"}],
-    )
+    with spark_lake(store, "round-trip") as lake:
+        lake.add(source, read_manifest(store, source))
+        assert all(f.startswith(f"s3a://{store.bucket}/validated/events/dt=") for f in lake.files(source))
+        frame = lake.need(spark, source, "test")
+        assert frame.count() == 300
+        rows = lake.write_table(frame.where("id < 42"), target, ["id"], files=2)
+        assert rows == 42
+        written = [o.key for o in lake.written(target)]
+        assert len(written) == 2 and all(k.startswith(lake.work) for k in written)
+        manifest = lake.publish(target, run_id="r", code_version="c", upstream=[upstream_entry(store, source)])
+        work = lake.work
     assert manifest.row_count == 42 and len(manifest.files) == 2
-    assert read_table(store, target).num_rows == 42
+    assert [f.path.split("/", 1)[1] for f in manifest.files] == ["part-00000.parquet", "part-00001.parquet"]
+    assert all(f.etag and f.rows for f in manifest.files)
+    assert sorted(read_table(store, target).column("id").to_pylist()) == list(range(42))
+    assert list(store.list_keys(work)) == []
+
+    # The same rows again: the same version, a byte-identical manifest but for the run.
+    with spark_lake(store, "round-trip") as lake:
+        lake.add(source, read_manifest(store, source))
+        lake.write_table(lake.need(spark, source, "test").where("id < 42"), target, ["id"], files=2)
+        again = lake.publish(target, run_id="r", code_version="c", upstream=[upstream_entry(store, source)])
+    assert again.to_json() == manifest.to_json()
+
+
+def test_a_spark_job_refuses_a_local_path(store, spark, tmp_path):
+    from include.preference.storage.spark_lake import spark_lake
+
+    with spark_lake(store, "local") as lake, pytest.raises(ValueError, match="S3 only"):
+        lake.add_files(PartitionRef("validated", "events", DAY), [str(tmp_path / "part-00000.parquet")])
 
 
 def test_named_files_keep_their_names_for_reports(store):

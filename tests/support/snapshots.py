@@ -3,7 +3,8 @@
 Parquet files compare by content: the rows and the schema, read back and hashed. Spark's Parquet
 writer (parquet-mr) lists each column chunk's encodings in a hash-set order that changes from one
 JVM to the next, so the same rows written by two task processes can differ in a few footer bytes.
-Every other file (TFRecords, HTML, JSON, PNG) compares by its SHA-256 from the manifest.
+Every other file (TFRecords, HTML, JSON, PNG) compares by the digest its manifest records: SHA-256,
+or the S3 ETag (MD5 of the content) of a file a Spark executor wrote straight to S3.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def snapshot(store: ObjectStore, days: set[dt.date] | None = None) -> dict[tuple
                     if entry.path.endswith(".parquet"):
                         digest = parquet_content_digest(store.get_bytes(ref.prefix + entry.path))
                     else:
-                        digest = entry.sha256
+                        digest = entry.sha256 or entry.etag
                     files.append((name, digest))
                 found[(layer, table, day.isoformat())] = (manifest.row_count, tuple(files))
     return found

@@ -23,6 +23,7 @@ validation).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import logging
 import time
@@ -47,6 +48,9 @@ from include.preference.features import spec
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+    from include.preference.storage.s3 import ObjectStore
+    from include.preference.storage.spark_lake import SparkLake
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +124,9 @@ def protocol_days(protocol: "Protocol") -> list[dt.date]:
 STRETCH_DAYS = 31  # days validated together in one suite run (a month: bounded memory, few runs)
 
 
-def validate_stretch(source: str, path: Path, days: Sequence[dt.date], root: Path) -> dict[str, dict[str, int]]:
-    """Import consecutive days and validate them in one run into ``root/validated/<table>/dt=<day>``.
+def validate_stretch(source: str, path: Path, days: Sequence[dt.date], lake: "SparkLake") -> dict[str, dict[str, int]]:
+    """Import consecutive days and validate them in one run into the lake's work area
+    (``validated/<table>/dt=<day>/``).
 
     The importer lands each day as the DAG does; :func:`validate_days` runs the DAG's suites once
     over all of them, each row judged against its own day. Returns counts per table.
@@ -130,12 +135,11 @@ def validate_stretch(source: str, path: Path, days: Sequence[dt.date], root: Pat
         ValidationBlocked: a day-level rule failed, naming the table, rule, count and days.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from include.preference.errors import ValidationBlocked
-    from include.preference.features.build import partition_dir
     from include.preference.schema import TABLES
     from include.preference.sources import file_importer
+    from include.preference.storage.partitions import PartitionRef
     from include.preference.validation import validate_days
     from include.preference.validation.casting import ROW_DAY
 
@@ -157,10 +161,8 @@ def validate_stretch(source: str, path: Path, days: Sequence[dt.date], root: Pat
         for day in days:
             rows = by_day.get(day.isoformat(), [])
             part = outcome.validated.iloc[rows].drop(columns=ROW_DAY)
-            target = partition_dir(root, "validated", name, day)
-            target.mkdir(parents=True, exist_ok=True)
             table = pa.Table.from_pandas(part, schema=schema, preserve_index=False)
-            pq.write_table(table, target / "part-00000.parquet")
+            lake.put_table(PartitionRef("validated", name, day), table)
         counts[name] = {
             "rows_in": outcome.rows_in,
             "validated": len(outcome.validated),
@@ -170,7 +172,7 @@ def validate_stretch(source: str, path: Path, days: Sequence[dt.date], root: Pat
 
 
 def stage_validated(
-    source: str, path: Path, days: Sequence[dt.date], root: Path, processes: int | None = None
+    source: str, path: Path, days: Sequence[dt.date], lake: "SparkLake", processes: int | None = None
 ) -> dict[str, dict[str, int]]:
     """Import and validate every day (stretches of ``STRETCH_DAYS`` in parallel processes); totals.
 
@@ -186,11 +188,16 @@ def stage_validated(
     processes = processes or max(1, min(len(stretches), os.cpu_count() or 1))
     totals: dict[str, dict[str, int]] = {}
     if processes == 1:
-        results = [validate_stretch(source, path, stretch, root) for stretch in stretches]
+        results = [validate_stretch(source, path, stretch, lake) for stretch in stretches]
     else:
+        # Each worker opens its own connection to the lake (a client does not survive a fork).
+        from include.preference.storage.s3 import ObjectStore
+        from include.preference.storage.spark_lake import SparkLake
+
+        copy = SparkLake(ObjectStore(lake.store.settings), lake.work)
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork")) as pool:
             n = len(stretches)
-            results = list(pool.map(validate_stretch, [source] * n, [path] * n, stretches, [root] * n))
+            results = list(pool.map(validate_stretch, [source] * n, [path] * n, stretches, [copy] * n))
     for counts in results:
         for name, values in counts.items():
             total = totals.setdefault(name, dict.fromkeys(values, 0))
@@ -199,18 +206,16 @@ def stage_validated(
     return totals
 
 
-def purchases_of(root: Path, days: Sequence[dt.date]) -> pd.DataFrame:
+def purchases_of(lake: "SparkLake", days: Sequence[dt.date]) -> pd.DataFrame:
     """Validated purchase lines (no cancellations, positive quantity and price) with their day."""
-    import pyarrow.parquet as pq
-
-    from include.preference.features.build import partition_dir
+    from include.preference.storage.partitions import PartitionRef
 
     frames = []
+    present = set(lake.days("validated", "orders"))
     for day in days:
-        part = partition_dir(root, "validated", "orders", day)
-        if part.exists():
+        if day in present:
             columns = ["customer_id", "product_id", "quantity", "unit_price", "is_cancellation"]
-            frame = pq.read_table(part, columns=columns)
+            frame = lake.read_arrow(PartitionRef("validated", "orders", day), columns=columns)
             frames.append(frame.to_pandas().assign(day=day))
     if not frames:
         return pd.DataFrame(columns=[CUSTOMER, PRODUCT, "day"])
@@ -221,20 +226,17 @@ def purchases_of(root: Path, days: Sequence[dt.date]) -> pd.DataFrame:
 
 
 def score_candidates(
-    spark: "SparkSession", root: Path, as_of: dt.date, customers: Sequence[str], model_path: str, popular: int
+    spark: "SparkSession", lake: "SparkLake", as_of: dt.date, customers: Sequence[str], model_path: str, popular: int
 ) -> pd.DataFrame:
     """Propensity of each customer's candidates: own past products plus the ``popular`` top products."""
     from pyspark.sql import functions as F
 
-    from include.preference.features.build import FEATURE_LAYER, pair_features, read_partition
+    from include.preference.features.build import feature_ref, pair_features
     from include.preference.scoring.batch import propensities
     from include.preference.scoring.handle import ModelHandle
 
     def need(table: str) -> Any:
-        frame = read_partition(spark, root, FEATURE_LAYER, table, as_of)
-        if frame is None:
-            raise FileNotFoundError(f"features/{table}/dt={as_of} missing under {root}")
-        return frame
+        return lake.need(spark, feature_ref(table, as_of), "the evaluation scores from it")
 
     customer_features = need("customers").join(
         spark.createDataFrame(pd.DataFrame({CUSTOMER: list(customers)})), CUSTOMER
@@ -267,30 +269,43 @@ def score_candidates(
     return frame.rename(columns={"propensity": "score"})[[CUSTOMER, PRODUCT, "score"]]
 
 
-def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = None) -> dict[str, Any]:
-    """Run the protocol; return the report (see the module's docstring)."""
+def evaluate(
+    protocol: Protocol, store: "ObjectStore", work_dir: Path, spark: "SparkSession | None" = None
+) -> dict[str, Any]:
+    """Run the protocol; return the report (see the module's docstring).
+
+    Spark's tables live in a work area of the lake (``store``), removed afterwards; ``work_dir``
+    holds what this process alone uses (the training shards it reads, the model).
+    """
+    from include.preference.storage.spark_lake import spark_lake
+
+    with spark_lake(store, "evaluate") as lake:
+        return _evaluate(protocol, lake, work_dir, spark)
+
+
+def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "SparkSession | None") -> dict[str, Any]:
     from include.preference.features.build import build_features
     from include.preference.features.examples import ExampleSettings, build_training_examples
     from include.preference.model import feature_statistics
     from include.preference.spark import spark_session
+    from include.preference.storage.partitions import PartitionRef
     from include.preference.training.trainer import TrainSettings, train
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
     path = Path(protocol.input)
-    root = work_dir / "lake"
     end = protocol.window_end
     days = protocol_days(protocol)
     if not days or days[0] > protocol.anchors()[-1]:
         raise ValueError(f"{path} has no history before the first training anchor {protocol.anchors()[-1]}")
-    counts = stage_validated(protocol.source, path, days, root)
+    counts = stage_validated(protocol.source, path, days, lake)
     timings["import_and_validate"] = time.perf_counter() - started
 
-    spark = spark or spark_session("preference-evaluate")
+    spark = spark or spark_session("preference-evaluate", s3=lake.store.settings)
     mark = time.perf_counter()
     anchors = [a for a in protocol.anchors() if a >= days[0]]
     for day in (*anchors, protocol.cutoff):
-        build_features(spark, root, day, mode="full", keep_dailies=False)
+        build_features(spark, lake, day, mode="full", keep_dailies=False)
     timings["features"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -299,11 +314,20 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     rows = 0
     frames = []
     for anchor in anchors:
-        out = work_dir / "training" / anchor.isoformat()
-        built = build_training_examples(spark, root, anchor, settings, out)
+        target = PartitionRef("training", "", anchor)
+        built = build_training_examples(spark, lake, anchor, settings, target)
         rows += int(built["examples"])
-        files += [str(out / name) for name in built["shards"]]
-        frames.append(pd.read_parquet(out / "parquet"))
+        # This process trains: it reads the shards from the lake into its own folder.
+        for name in built["shards"]:
+            local = work_dir / "training" / anchor.isoformat() / name
+            lake.store.get_file(lake.prefix(target) + name, local)
+            files.append(str(local))
+        parquet = lake.prefix(target, "parquet")
+        frames += [
+            pd.read_parquet(io.BytesIO(lake.store.get_bytes(o.key)))
+            for o in lake.written(target, "parquet")
+            if o.key.startswith(parquet) and o.key.endswith(".parquet")
+        ]
     timings["training_examples"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -319,12 +343,12 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     timings["training"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    history = purchases_of(root, [d for d in days if d <= protocol.cutoff])
-    window = purchases_of(root, [d for d in days if protocol.cutoff < d <= end])
+    history = purchases_of(lake, [d for d in days if d <= protocol.cutoff])
+    window = purchases_of(lake, [d for d in days if protocol.cutoff < d <= end])
     evaluated = sorted(set(history[CUSTOMER]) & set(window[CUSTOMER]))
     truth = window[window[CUSTOMER].isin(evaluated)][[CUSTOMER, PRODUCT]].drop_duplicates()
     scored = score_candidates(
-        spark, root, protocol.cutoff, evaluated, str(result.model_path), protocol.popular_candidates
+        spark, lake, protocol.cutoff, evaluated, str(result.model_path), protocol.popular_candidates
     )
     timings["scoring"] = time.perf_counter() - mark
 
@@ -342,7 +366,7 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     timings["baselines"] = time.perf_counter() - mark
     timings["total"] = time.perf_counter() - started
 
-    slices = {"customer": evaluated_slices(root, protocol.cutoff, evaluated, protocol.seed)}
+    slices = {"customer": evaluated_slices(lake, protocol.cutoff, evaluated, protocol.seed)}
     report = {
         "protocol": protocol.describe(),
         "n_eval_customers": len(evaluated),
@@ -369,14 +393,12 @@ def evaluate(protocol: Protocol, work_dir: Path, spark: "SparkSession | None" = 
     return report
 
 
-def evaluated_slices(root: Path, as_of: dt.date, customers: Sequence[str], seed: int) -> dict[str, pd.Series]:
+def evaluated_slices(lake: "SparkLake", as_of: dt.date, customers: Sequence[str], seed: int) -> dict[str, pd.Series]:
     """RFM value tier and new vs returning of the evaluated customers, from their features as of ``as_of``."""
-    import pyarrow.parquet as pq
-
     from include.preference.evaluation.slices import SLICE_COLUMNS, customer_slices
-    from include.preference.features.build import FEATURE_LAYER, partition_dir
+    from include.preference.features.build import feature_ref
 
-    features = pq.read_table(partition_dir(root, FEATURE_LAYER, "customers", as_of), columns=list(SLICE_COLUMNS))
+    features = lake.read_arrow(feature_ref("customers", as_of), columns=list(SLICE_COLUMNS))
     frame = features.to_pandas()
     return customer_slices(frame[frame[CUSTOMER].isin(set(customers))], seed=seed)
 

@@ -1,8 +1,8 @@
 """The feature job: from validated partitions to point-in-time features, in Spark.
 
-It works on a local directory laid out like the lake (``<root>/<layer>/<table>/dt=YYYY-MM-DD/``):
-the task stages the partitions it needs there and publishes what the job writes. Tests build such a
-directory directly, so the same code runs with and without S3.
+It reads and writes through a :class:`SparkLake`: the task registers the published partitions it
+needs, the job writes its tables to the lake's work area, and the task publishes them from there.
+Tests and the evaluation fill a work area directly, so the same code runs in every one of them.
 
 Outputs of :func:`build_features` for day D (tables under ``features/``):
 
@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import shutil
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from include.preference.features import spec
 from include.preference.features.aggregates import (
@@ -35,6 +32,8 @@ from include.preference.features.aggregates import (
     fold_incremental,
     top_category,
 )
+from include.preference.storage.partitions import PartitionRef
+from include.preference.storage.spark_lake import SparkLake
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -43,135 +42,10 @@ log = logging.getLogger(__name__)
 
 FEATURE_LAYER = "features"
 SOURCE_TABLES = ("events", "orders", "products", "customers")
-# Output files are split by key hash (the same rows always give the same files), about this big.
-FILE_BYTES = 256 * 1024 * 1024
-MAX_FILES = 64
 
 
-def partition_dir(root: Path, layer: str, table: str, day: dt.date) -> Path:
-    return root / layer / table / f"dt={day.isoformat()}"
-
-
-def read_partition(spark: "SparkSession", root: Path, layer: str, table: str, day: dt.date) -> "DataFrame | None":
-    """A staged partition as a DataFrame, or None when the day has none."""
-    path = partition_dir(root, layer, table, day)
-    if not path.is_dir() or not any(path.glob("*.parquet")):
-        return None
-    return spark.read.parquet(str(path))
-
-
-def read_days(
-    spark: "SparkSession", root: Path, layer: str, table: str, days: Iterable[dt.date], *, with_day: bool = False
-) -> "DataFrame":
-    """The staged partitions of ``days`` as one DataFrame (one scan), with their day as ``DAY``.
-
-    One scan over every day's files, not a union of one read per day: a union of hundreds of scans
-    costs more to plan than to run, and makes a task per file.
-
-    Raises:
-        PartitionNotFound: a day has no staged partition (named with the first missing day).
-    """
-    from pyspark.sql import functions as F
-
-    from include.preference.errors import PartitionNotFound
-
-    days = sorted(set(days))
-    if not days:
-        raise ValueError(f"read_days of {layer}/{table} needs at least one day")
-    paths = [partition_dir(root, layer, table, day) for day in days]
-    missing = [day for day, path in zip(days, paths, strict=True) if not any(path.glob("*.parquet"))]
-    if missing:
-        raise PartitionNotFound(
-            f"{layer}/{table}/dt={missing[0]} is not staged ({len(missing)} of {len(days)} days missing)"
-        )
-    partition = "dt"
-    frame = spark.read.option("basePath", str(root / layer / table)).parquet(*(str(p) for p in paths))
-    if with_day:
-        frame = frame.withColumn(DAY, F.to_date(F.col(partition).cast("string")))
-    return frame.drop(partition)
-
-
-def staged_days(root: Path, layer: str, table: str, until: dt.date) -> list[dt.date]:
-    """Days with a staged partition of a table, up to and including ``until``."""
-    base = root / layer / table
-    days = [dt.date.fromisoformat(p.name[3:]) for p in base.glob("dt=*") if p.is_dir()] if base.is_dir() else []
-    return sorted(d for d in days if d <= until)
-
-
-def write_table(
-    frame: "DataFrame", path: Path, keys: Iterable[str], files: int | None = None, order: Iterable[Any] = ()
-) -> int:
-    """Write ``frame`` as Parquet to ``path`` reproducibly; returns its row count.
-
-    Rows are split into files by a hash of the keys and sorted by key inside each file, and files
-    are named by their index, so the same rows always give byte-identical files. ``order`` replaces
-    the key order inside files (e.g. a seeded shuffle for training examples). The number of
-    files comes from the plan's size estimate (no extra Spark job to count rows first); the row
-    count is read from the written files' footers.
-    """
-    import pyarrow.parquet as pq
-
-    keys = list(keys)
-    files = files or file_count(frame)
-    if path.exists():
-        shutil.rmtree(path)
-    ordered = frame.repartition(files, *keys).sortWithinPartitions(*(list(order) or keys))
-    ordered.write.option("compression", "zstd").parquet(str(path))
-    if not any(path.glob("part-*.parquet")):
-        # Spark writes no file for an empty result: keep the schema in one empty file.
-        empty = frame.sparkSession.createDataFrame([], frame.schema).coalesce(1)
-        empty.write.mode("overwrite").parquet(str(path))
-    for produced in path.glob("part-*.parquet"):
-        index = int(produced.name.split("-")[1])
-        produced.rename(path / f"part-{index:05d}.parquet")
-    for side in path.iterdir():
-        if not side.name.startswith("part-"):
-            side.unlink()
-    return sum(pq.read_metadata(p).num_rows for p in path.glob("part-*.parquet"))
-
-
-def file_count(frame: "DataFrame") -> int:
-    """Output files for ``frame``: one per FILE_BYTES of the optimizer's size estimate, at least one."""
-    try:
-        estimate = int(frame._jdf.queryExecution().optimizedPlan().stats().sizeInBytes().toString())
-    except Exception:  # noqa: BLE001 - an estimate only; one file is always a valid layout
-        log.debug("no size estimate for the output plan; writing one file", exc_info=True)
-        return 1
-    return max(1, min(MAX_FILES, -(-estimate // FILE_BYTES)))
-
-
-def write_daily_partitions(frame: "DataFrame", root: Path, table: str, keys: Iterable[str]) -> dict[str, int]:
-    """Write a multi-day daily aggregate as one partition per day (``dt=<day>/part-00000.parquet``).
-
-    Returns day -> rows written. One Spark job for all days; each day's rows sorted by key.
-    """
-    import pyarrow.parquet as pq
-
-    keys = list(keys)
-    staging = root / "_staging" / table
-    if staging.exists():
-        shutil.rmtree(staging)
-    (
-        frame.repartition(DAY)
-        .sortWithinPartitions(DAY, *keys)
-        .write.option("compression", "zstd")
-        .partitionBy(DAY)
-        .parquet(str(staging))
-    )
-    written: dict[str, int] = {}
-    for folder in sorted(staging.glob(f"{DAY}=*")):
-        day = dt.date.fromisoformat(folder.name.split("=", 1)[1])
-        files = sorted(folder.glob("part-*.parquet"))
-        if len(files) != 1:
-            raise RuntimeError(f"expected one file for {table} {day}, Spark wrote {len(files)}")
-        target = partition_dir(root, FEATURE_LAYER, table, day)
-        if target.exists():
-            shutil.rmtree(target)
-        target.mkdir(parents=True)
-        files[0].rename(target / "part-00000.parquet")
-        written[day.isoformat()] = pq.read_metadata(target / "part-00000.parquet").num_rows
-    shutil.rmtree(staging)
-    return written
+def feature_ref(table: str, day: dt.date) -> PartitionRef:
+    return PartitionRef(FEATURE_LAYER, table, day)
 
 
 @dataclass(frozen=True)
@@ -184,34 +58,29 @@ class FeatureRun:
     expired_days: tuple[str, ...] = ()
 
 
-def _snapshot(spark: "SparkSession", root: Path, table: str, day: dt.date) -> "DataFrame":
-    from include.preference.errors import PartitionNotFound
-
-    frame = read_partition(spark, root, "validated", table, day)
-    if frame is None:
-        raise PartitionNotFound(f"validated/{table}/dt={day} is not staged; the feature build needs the day's snapshot")
-    return frame
+def _snapshot(spark: "SparkSession", lake: SparkLake, table: str, day: dt.date) -> "DataFrame":
+    return lake.need(spark, PartitionRef("validated", table, day), "the feature build needs the day's snapshot")
 
 
-def _day_inputs(spark: "SparkSession", root: Path, days: list[dt.date]) -> tuple["DataFrame", ...]:
+def _day_inputs(spark: "SparkSession", lake: SparkLake, days: list[dt.date]) -> tuple["DataFrame", ...]:
     """Events, orders and per-day catalogue of the given days."""
     return (
-        read_days(spark, root, "validated", "events", days),
-        read_days(spark, root, "validated", "orders", days),
-        read_days(spark, root, "validated", "products", days, with_day=True),
+        lake.read_days(spark, "validated", "events", days),
+        lake.read_days(spark, "validated", "orders", days),
+        lake.read_days(spark, "validated", "products", days, with_day=True),
     )
 
 
-def daily_for(spark: "SparkSession", root: Path, day: dt.date) -> dict[str, "DataFrame"]:
+def daily_for(spark: "SparkSession", lake: SparkLake, day: dt.date) -> dict[str, "DataFrame"]:
     """The daily aggregates of one day, computed from its validated partitions."""
-    events, orders, products = _day_inputs(spark, root, [day])
+    events, orders, products = _day_inputs(spark, lake, [day])
     return daily_aggregates(events, orders, products)
 
 
 def build_features(
-    spark: "SparkSession", root: Path, day: dt.date, *, mode: str = "auto", keep_dailies: bool = True
+    spark: "SparkSession", lake: SparkLake, day: dt.date, *, mode: str = "auto", keep_dailies: bool = True
 ) -> FeatureRun:
-    """Build the features as of ``day`` from the staged directory ``root``.
+    """Build the features as of ``day`` from the inputs of ``lake`` into its work area.
 
     Args:
         mode: ``incremental`` (needs the state of the day before and the expiring dailies staged),
@@ -222,19 +91,17 @@ def build_features(
             does not need them.
 
     Returns:
-        The mode used and the row counts written under ``root/features/``.
+        The mode used and the row counts written under ``features/`` in the work area.
     """
     from pyspark.sql import functions as F
 
     previous_day = day - dt.timedelta(days=1)
-    has_previous = all(
-        read_partition(spark, root, FEATURE_LAYER, f"state_{a.name}", previous_day) is not None for a in AGGREGATES
-    )
+    has_previous = all(lake.files(feature_ref(f"state_{a.name}", previous_day)) for a in AGGREGATES)
     if mode == "auto":
         mode = "incremental" if has_previous else "full"
     rows: dict[str, int] = {}
     expired: list[str] = []
-    today = {name: frame.cache() for name, frame in daily_for(spark, root, day).items()}
+    today = {name: frame.cache() for name, frame in daily_for(spark, lake, day).items()}
     cached = list(today.values())
     if mode == "incremental":
         if not has_previous:
@@ -244,17 +111,17 @@ def build_features(
             expiring = {}
             for window in aggregate.windows:
                 gone = day - dt.timedelta(days=window)
-                expiring[window] = read_partition(spark, root, FEATURE_LAYER, f"daily_{aggregate.name}", gone)
+                expiring[window] = lake.read(spark, feature_ref(f"daily_{aggregate.name}", gone))
                 if expiring[window] is not None:
                     expired.append(f"daily_{aggregate.name}/{gone}")
-            previous = read_partition(spark, root, FEATURE_LAYER, f"state_{aggregate.name}", previous_day)
+            previous = lake.read(spark, feature_ref(f"state_{aggregate.name}", previous_day))
             assert previous is not None
             states[aggregate.name] = fold_incremental(aggregate, previous, today[aggregate.name], expiring, day)
     elif mode == "full":
-        history = staged_days(root, "validated", "events", day)
+        history = lake.days("validated", "events", day)
         if day not in history:
             raise ValueError(f"full build of {day} needs validated/events/dt={day} staged")
-        events, orders, products = _day_inputs(spark, root, history)
+        events, orders, products = _day_inputs(spark, lake, history)
         dailies = {name: frame.cache() for name, frame in daily_aggregates(events, orders, products).items()}
         cached += dailies.values()
         states = {a.name: fold_full(a, dailies[a.name], day) for a in AGGREGATES}
@@ -262,34 +129,32 @@ def build_features(
         oldest = day - dt.timedelta(days=max(spec.WINDOWS) - 1)
         for aggregate in AGGREGATES if keep_dailies else ():
             past = dailies[aggregate.name].where((F.col(DAY) >= F.lit(oldest)) & (F.col(DAY) < F.lit(day)))
-            written = write_daily_partitions(past, root, f"daily_{aggregate.name}", aggregate.keys)
+            written = lake.write_days(past, FEATURE_LAYER, f"daily_{aggregate.name}", aggregate.keys)
             rows.update({f"daily_{aggregate.name}/{d}": n for d, n in written.items()})
     else:
         raise ValueError(f"unknown feature build mode {mode!r}; expected auto, incremental or full")
 
     for aggregate in AGGREGATES:
-        daily_path = partition_dir(root, FEATURE_LAYER, f"daily_{aggregate.name}", day)
-        rows[f"daily_{aggregate.name}"] = write_table(today[aggregate.name].drop(DAY), daily_path, aggregate.keys)
-        state_path = partition_dir(root, FEATURE_LAYER, f"state_{aggregate.name}", day)
-        rows[f"state_{aggregate.name}"] = write_table(states[aggregate.name], state_path, aggregate.keys)
+        daily = feature_ref(f"daily_{aggregate.name}", day)
+        rows[f"daily_{aggregate.name}"] = lake.write_table(today[aggregate.name].drop(DAY), daily, aggregate.keys)
+        state_ref = feature_ref(f"state_{aggregate.name}", day)
+        rows[f"state_{aggregate.name}"] = lake.write_table(states[aggregate.name], state_ref, aggregate.keys)
     # Features read the state just written (short lineage, and exactly what the next day starts from).
-    state = {a.name: _read_state(spark, root, a, day) for a in AGGREGATES}
+    state = {a.name: _read_state(spark, lake, a, day) for a in AGGREGATES}
     customers = customer_features(
-        state[CUSTOMERS.name], state[CUSTOMER_CATEGORIES.name], _snapshot(spark, root, "customers", day), day
+        state[CUSTOMERS.name], state[CUSTOMER_CATEGORIES.name], _snapshot(spark, lake, "customers", day), day
     )
-    products = product_features(state[PRODUCTS.name], state[PAIRS.name], _snapshot(spark, root, "products", day), day)
-    rows["customers"] = write_table(customers, partition_dir(root, FEATURE_LAYER, "customers", day), ["customer_id"])
-    rows["products"] = write_table(products, partition_dir(root, FEATURE_LAYER, "products", day), ["product_id"])
+    products = product_features(state[PRODUCTS.name], state[PAIRS.name], _snapshot(spark, lake, "products", day), day)
+    rows["customers"] = lake.write_table(customers, feature_ref("customers", day), ["customer_id"])
+    rows["products"] = lake.write_table(products, feature_ref("products", day), ["product_id"])
     for frame in cached:
         frame.unpersist()
     log.info("features as of %s (%s): %s", day, mode, rows)
     return FeatureRun(day=day, mode=mode, rows=rows, expired_days=tuple(expired))
 
 
-def _read_state(spark: "SparkSession", root: Path, aggregate: Aggregate, day: dt.date) -> "DataFrame":
-    frame = read_partition(spark, root, FEATURE_LAYER, f"state_{aggregate.name}", day)
-    assert frame is not None, f"state_{aggregate.name} of {day} was just written"
-    return frame
+def _read_state(spark: "SparkSession", lake: SparkLake, aggregate: Aggregate, day: dt.date) -> "DataFrame":
+    return lake.need(spark, feature_ref(f"state_{aggregate.name}", day), "it was just written")
 
 
 def _days_since(column: "Column", as_of: dt.date) -> "Column":

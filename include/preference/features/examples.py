@@ -21,23 +21,16 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from include.preference.features import spec
-from include.preference.features.build import (
-    FEATURE_LAYER,
-    file_count,
-    pair_features,
-    read_days,
-    read_partition,
-    write_table,
-)
+from include.preference.features.build import FEATURE_LAYER, pair_features
+from include.preference.storage.partitions import PartitionRef
+from include.preference.storage.spark_lake import SparkLake, file_count
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -113,12 +106,12 @@ def sample_popular(
 
 
 def build_training_examples(
-    spark: "SparkSession", root: Path, anchor: dt.date, settings: ExampleSettings, out_dir: Path
+    spark: "SparkSession", lake: SparkLake, anchor: dt.date, settings: ExampleSettings, target: PartitionRef
 ) -> dict[str, Any]:
-    """Build the examples of ``anchor`` from the staged directory ``root`` into ``out_dir``.
+    """Build the examples of ``anchor`` from the inputs of ``lake`` into ``target`` in its work area.
 
-    Needs staged: ``features/{customers,products,state_pairs,state_customer_categories}/dt=anchor``
-    and ``validated/orders`` for every horizon day.
+    Needs as inputs: ``features/{customers,products,state_pairs,state_customer_categories}/dt=anchor``
+    and ``validated/orders`` for every horizon day. Writes ``parquet/``, ``tfrecord/`` and ``schema.json``.
 
     Returns:
         Counts (examples, positives, negatives, customers) and ``shards``: TFRecord file -> records.
@@ -126,19 +119,14 @@ def build_training_examples(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from include.preference.errors import PartitionNotFound
-
     def need(layer: str, table: str, day: dt.date) -> "DataFrame":
-        frame = read_partition(spark, root, layer, table, day)
-        if frame is None:
-            raise PartitionNotFound(f"{layer}/{table}/dt={day} is not staged; training examples of {anchor} need it")
-        return frame
+        return lake.need(spark, PartitionRef(layer, table, day), f"training examples of {anchor} need it")
 
     customers = need(FEATURE_LAYER, "customers", anchor)
     products = need(FEATURE_LAYER, "products", anchor)
     pairs = need(FEATURE_LAYER, "state_pairs", anchor)
     categories = need(FEATURE_LAYER, "state_customer_categories", anchor)
-    orders = read_days(spark, root, "validated", "orders", horizon_days_of(anchor, settings.horizon_days))
+    orders = lake.read_days(spark, "validated", "orders", horizon_days_of(anchor, settings.horizon_days))
 
     positives = (
         orders.select("customer_id", "product_id")
@@ -237,13 +225,11 @@ def build_training_examples(
     total = examples.count()
     positive_count = examples.where(F.col(spec.LABEL) == 1.0).count()
     files = file_count(examples)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    parquet_dir = out_dir / "parquet"
     order = shuffled_order(settings.seed)
-    write_table(examples, parquet_dir, spec.KEYS, files=files, order=order)
-    shards = write_tfrecords(examples, out_dir / "tfrecord", files, order)
-    (out_dir / "schema.json").write_text(json.dumps(spec.tfrecord_schema(), indent=2, sort_keys=True) + "\n")
+    lake.write_table(examples, target, spec.KEYS, sub="parquet", files=files, order=order)
+    shards = write_tfrecords(examples, lake, target, files, order)
+    schema = json.dumps(spec.tfrecord_schema(), indent=2, sort_keys=True) + "\n"
+    lake.put_bytes(target, "schema.json", schema.encode())
     counts = {
         "examples": total,
         "positives": positive_count,
@@ -266,32 +252,35 @@ def shuffled_order(seed: int) -> list[Any]:
 
 
 def write_tfrecords(
-    examples: "DataFrame", directory: Path, files: int, order: list[Any] | None = None
+    examples: "DataFrame", lake: SparkLake, target: PartitionRef, files: int, order: list[Any] | None = None
 ) -> dict[str, int]:
-    """Write ``examples`` as GZIP TFRecord shards, partitioned and ordered like :func:`write_table`.
+    """Write ``examples`` as GZIP TFRecord shards under ``target/tfrecord/`` in the lake's work area.
 
-    Each Spark task encodes its partition's Arrow batches in Python and writes one shard named by
-    its partition index. Returns shard name -> record count.
+    Partitioned and ordered like :meth:`SparkLake.write_table`. Each Spark task encodes its
+    partition's Arrow batches in Python and streams one shard, named by its partition index,
+    straight to S3 from the executor. Returns shard name -> record count.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    target = str(directory)
+    settings = lake.store.settings
+    prefix = lake.prefix(target, "tfrecord")
 
     def write_partition(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
         import pyarrow as pa
         from pyspark import TaskContext
 
         from include.preference.features.tfrecord import write_records
+        from include.preference.storage.s3 import ObjectStore
 
         context = TaskContext.get()
         index = context.partitionId() if context is not None else 0
         name = TFRECORD_PATTERN.format(index=index)
-        count = write_records(Path(target) / name, batches)
+        with ObjectStore(settings).writer(prefix + name) as out:
+            count = write_records(out, batches)
         yield pa.RecordBatch.from_pydict({"shard": [name], "records": [count]})
 
     ordered = examples.repartition(files, *spec.KEYS).sortWithinPartitions(*(order or spec.KEYS))
     written = ordered.mapInArrow(write_partition, "shard string, records long").collect()
     shards = {row["shard"]: int(row["records"]) for row in written if row["records"] > 0}
-    for row in written:
-        if row["records"] == 0 and len(shards) > 0:
-            (directory / row["shard"]).unlink(missing_ok=True)
+    empty = [prefix + row["shard"] for row in written if row["records"] == 0]
+    if empty and shards:
+        lake.store.delete_keys(empty)
     return dict(sorted(shards.items()))

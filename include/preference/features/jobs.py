@@ -1,6 +1,9 @@
-"""Feature and training-data jobs against the lake: stage inputs, run Spark, publish with manifests.
+"""Feature and training-data jobs against the lake: register inputs, run Spark, publish with manifests.
 
-The incremental path stages the day's validated partitions, the previous day's state and the
+Spark reads the inputs from the files their manifests list and writes to a work area in the lake
+(:mod:`include.preference.storage.spark_lake`); nothing passes through the driver's disk.
+
+The incremental path reads the day's validated partitions, the previous day's state and the
 dailies leaving a window. It is taken only when the previous state is intact: every state
 manifest records which validated inputs it folded (``folded``: day -> digest of that day's
 validated manifests), and every day of the longest window must still have those inputs (a few
@@ -16,12 +19,11 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from include.preference.config import Settings
 from include.preference.features.aggregates import AGGREGATES
-from include.preference.features.build import FEATURE_LAYER, SOURCE_TABLES, build_features, partition_dir
+from include.preference.features.build import FEATURE_LAYER, SOURCE_TABLES, build_features
 from include.preference.features.examples import ExampleSettings, build_training_examples, horizon_days_of
 from include.preference.features.spec import WINDOWS, spec_fingerprint
 from include.preference.storage import (
@@ -29,13 +31,11 @@ from include.preference.storage import (
     ObjectStore,
     PartitionRef,
     list_partitions,
-    publish_directory,
     read_manifest,
     require_manifest,
-    scratch_directory,
-    stage_partition,
     upstream_entry,
 )
+from include.preference.storage.spark_lake import SparkLake, spark_lake
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,9 @@ def _validated(store: ObjectStore, day: dt.date) -> dict[str, Manifest]:
     return {t: require_manifest(store, PartitionRef("validated", t, day)) for t in SOURCE_TABLES}
 
 
-def _stage(store: ObjectStore, ref: PartitionRef, root: Path, manifest: Manifest | None = None) -> Manifest:
-    """Stage a partition for Spark and return its manifest (read once, here or by the caller)."""
-    manifest = manifest or require_manifest(store, ref)
-    stage_partition(store, ref, root, manifest)
-    return manifest
+def _stage(store: ObjectStore, ref: PartitionRef, lake: SparkLake, manifest: Manifest | None = None) -> Manifest:
+    """Register a partition as an input of the job and return its manifest (read once, here or by the caller)."""
+    return lake.add(ref, manifest or require_manifest(store, ref))
 
 
 def _day_digest(store: ObjectStore, day: dt.date) -> str | None:
@@ -114,36 +112,36 @@ def run_feature_build(store: ObjectStore, settings: Settings, day: dt.date, *, r
     log.info("feature build of %s: %s (%s)", day, mode, reason)
     upstream = [upstream_entry(store, PartitionRef("validated", t, day), m) for t, m in today_manifests.items()]
 
-    with scratch_directory(settings.scratch_dir, f"features-{day}") as root:
+    with spark_lake(store, f"features-{day}") as lake:
         validated_by_day: dict[dt.date, dict[str, Manifest]] = {}
         if mode == "incremental":
             previous = day - dt.timedelta(days=1)
             for table, manifest in today_manifests.items():
-                _stage(store, PartitionRef("validated", table, day), root, manifest)
+                _stage(store, PartitionRef("validated", table, day), lake, manifest)
             for aggregate, manifest in zip(AGGREGATES, states, strict=True):
                 ref = PartitionRef(FEATURE_LAYER, f"state_{aggregate.name}", previous)
-                _stage(store, ref, root, manifest)
+                _stage(store, ref, lake, manifest)
                 upstream.append(upstream_entry(store, ref, manifest))
             previous_folded = dict(states[0].extra.get("folded", {}))
             for aggregate in AGGREGATES:
                 for window in aggregate.windows:
                     ref = PartitionRef(FEATURE_LAYER, f"daily_{aggregate.name}", day - dt.timedelta(days=window))
                     if (expiring := read_manifest(store, ref)) is not None:
-                        _stage(store, ref, root, expiring)
+                        _stage(store, ref, lake, expiring)
                         upstream.append(upstream_entry(store, ref, expiring))
         else:
             for past in (d for d in list_partitions(store, "validated", "events") if d <= day):
                 validated_by_day[past] = {
                     t: _stage(
-                        store, PartitionRef("validated", t, past), root, today_manifests[t] if past == day else None
+                        store, PartitionRef("validated", t, past), lake, today_manifests[t] if past == day else None
                     )
                     for t in FOLDED_TABLES
                 }
-            _stage(store, PartitionRef("validated", "customers", day), root, today_manifests["customers"])
+            _stage(store, PartitionRef("validated", "customers", day), lake, today_manifests["customers"])
             previous_folded = {d.isoformat(): source_digest(m) for d, m in validated_by_day.items()}
 
-        spark = spark_session("build_features")
-        build_features(spark, root, day, mode=mode)
+        spark = spark_session("build_features", s3=settings.s3)
+        build_features(spark, lake, day, mode=mode)
 
         folded = {
             **previous_folded,
@@ -156,10 +154,8 @@ def run_feature_build(store: ObjectStore, settings: Settings, day: dt.date, *, r
         for table in FEATURE_TABLES:
             ref = PartitionRef(FEATURE_LAYER, table, day)
             table_extra = {**extra, "folded": folded} if table.startswith("state_") else extra
-            manifest = publish_directory(
-                store,
+            manifest = lake.publish(
                 ref,
-                partition_dir(root, FEATURE_LAYER, table, day),
                 run_id=run_id,
                 code_version=settings.code_version,
                 upstream=upstream,
@@ -168,7 +164,7 @@ def run_feature_build(store: ObjectStore, settings: Settings, day: dt.date, *, r
             published[table] = manifest.row_count
         if mode == "full":
             published["past_dailies"] = _publish_past_dailies(
-                store, settings, root, day, validated_by_day, run_id=run_id
+                store, settings, lake, day, validated_by_day, run_id=run_id
             )
     return {"date": day.isoformat(), "mode": mode, "reason": reason, "rows": published}
 
@@ -176,7 +172,7 @@ def run_feature_build(store: ObjectStore, settings: Settings, day: dt.date, *, r
 def _publish_past_dailies(
     store: ObjectStore,
     settings: Settings,
-    root: Path,
+    lake: SparkLake,
     day: dt.date,
     validated_by_day: Mapping[dt.date, Mapping[str, Manifest]],
     *,
@@ -190,15 +186,10 @@ def _publish_past_dailies(
     published = 0
     for aggregate in AGGREGATES:
         table = f"daily_{aggregate.name}"
-        for folder in sorted((root / FEATURE_LAYER / table).glob("dt=*")):
-            past = dt.date.fromisoformat(folder.name[3:])
-            if past >= day:
-                continue
+        for past in lake.days(FEATURE_LAYER, table, day - dt.timedelta(days=1)):
             inputs = validated_by_day[past]
-            publish_directory(
-                store,
+            lake.publish(
                 PartitionRef(FEATURE_LAYER, table, past),
-                folder,
                 run_id=run_id,
                 code_version=settings.code_version,
                 upstream=[upstream_entry(store, PartitionRef("validated", t, past), m) for t, m in inputs.items()],
@@ -240,19 +231,16 @@ def run_training_build(store: ObjectStore, settings: Settings, day: dt.date, *, 
         log.info(reason)
         return {"date": day.isoformat(), "anchor": anchor.isoformat(), "skipped": reason}
 
-    with scratch_directory(settings.scratch_dir, f"training-{anchor}") as root:
+    target = PartitionRef("training", "", anchor)
+    with spark_lake(store, f"training-{anchor}") as lake:
         upstream = []
         for ref, manifest in manifests.items():
-            upstream.append(upstream_entry(store, ref, _stage(store, ref, root, manifest)))
-        out = root / "out"
-        spark = spark_session("build_training_data")
-        counts = build_training_examples(spark, root, anchor, example_settings, out)
+            upstream.append(upstream_entry(store, ref, _stage(store, ref, lake, manifest)))
+        spark = spark_session("build_training_data", s3=settings.s3)
+        counts = build_training_examples(spark, lake, anchor, example_settings, target)
         shards = counts.pop("shards")
-        target = PartitionRef("training", "", anchor)
-        manifest = publish_directory(
-            store,
+        manifest = lake.publish(
             target,
-            out,
             run_id=run_id,
             code_version=settings.code_version,
             upstream=upstream,

@@ -10,12 +10,13 @@ objects per row would cost several times more and would need TensorFlow in every
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import struct
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import google_crc32c
 import numpy as np
@@ -158,8 +159,10 @@ def _length_header(length: int) -> bytes:
     return packed + _masked_crc(packed)
 
 
-def write_records(path: Path, batches: Iterable["pa.RecordBatch | pa.Table"], level: int = COMPRESSION_LEVEL) -> int:
-    """Write the batches as one GZIP TFRecord file; returns the number of records.
+def write_records(
+    target: "Path | BinaryIO", batches: Iterable["pa.RecordBatch | pa.Table"], level: int = COMPRESSION_LEVEL
+) -> int:
+    """Write the batches as one GZIP TFRecord file (a path, or an open binary file); returns the records.
 
     Compression runs in a helper thread (zlib releases the GIL), overlapping the next batch's
     encoding; writes stay in batch order.
@@ -167,10 +170,11 @@ def write_records(path: Path, batches: Iterable["pa.RecordBatch | pa.Table"], le
     from concurrent.futures import Future, ThreadPoolExecutor
 
     encoder = ExampleEncoder()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(target, Path):
+        target.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     with (
-        open(path, "wb") as raw,
+        open(target, "wb") if isinstance(target, Path) else contextlib.nullcontext(target) as raw,
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0) as out,
         ThreadPoolExecutor(max_workers=1) as compressor,
     ):

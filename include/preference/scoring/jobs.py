@@ -17,20 +17,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.preference.config import Settings
 from include.preference.scoring.handle import ModelHandle
-from include.preference.storage import (
-    ObjectStore,
-    PartitionRef,
-    publish_directory,
-    require_manifest,
-    scratch_directory,
-    stage_partition,
-    upstream_entry,
-)
+from include.preference.storage import ObjectStore, PartitionRef, require_manifest, upstream_entry
+from include.preference.storage.spark_lake import SparkLake, spark_lake
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +53,16 @@ def champion_handle(settings: Settings, day: dt.date) -> ModelHandle | None:
     )
 
 
-def _stage(store: ObjectStore, layer: str, table: str, day: dt.date, root: Path, upstream: list) -> Path:
+def _input(spark: "SparkSession", lake: SparkLake, layer: str, table: str, day: dt.date, upstream: list) -> "DataFrame":
+    """Register a published partition as an input and read it (from the files its manifest lists)."""
     ref = PartitionRef(layer, table, day)
-    manifest = require_manifest(store, ref)
-    upstream.append(upstream_entry(store, ref, manifest))
-    return stage_partition(store, ref, root, manifest)
+    manifest = lake.add(ref, require_manifest(lake.store, ref))
+    upstream.append(upstream_entry(lake.store, ref, manifest))
+    return lake.need(spark, ref, "scoring needs it")
+
+
+def _output(table: str, day: dt.date) -> PartitionRef:
+    return PartitionRef(SCORES, table, day)
 
 
 def _tags(handle: ModelHandle, upstream: list[dict[str, Any]]) -> dict[str, str]:
@@ -70,11 +70,9 @@ def _tags(handle: ModelHandle, upstream: list[dict[str, Any]]) -> dict[str, str]
     return {"model_version": handle.version, "input_manifests": json.dumps(manifests, sort_keys=True)}
 
 
-def _publish(store, settings, table, day, directory, run_id, upstream, handle, extra=None) -> int:
-    manifest = publish_directory(
-        store,
-        PartitionRef(SCORES, table, day),
-        directory,
+def _publish(lake, settings, table, day, run_id, upstream, handle, extra=None) -> int:
+    manifest = lake.publish(
+        _output(table, day),
         run_id=run_id,
         code_version=settings.code_version,
         upstream=upstream,
@@ -87,21 +85,19 @@ def run_product_scoring(
     store: ObjectStore, settings: Settings, day: dt.date, *, run_id: str, handle: ModelHandle | None = None
 ) -> dict[str, Any]:
     """Publish ``scores/product_embeddings/dt=day`` (``{"skipped": reason}`` without a champion)."""
-    from include.preference.features.build import write_table
     from include.preference.scoring.batch import PRODUCT, embeddings
     from include.preference.spark import spark_session
 
     handle = handle or champion_handle(settings, day)
     if handle is None:
         return {"date": day.isoformat(), "skipped": f"no model was champion on {day}"}
-    with scratch_directory(settings.scratch_dir, f"score-products-{day}") as root:
+    with spark_lake(store, f"score-products-{day}") as lake:
         upstream: list[dict[str, Any]] = []
-        products = _stage(store, FEATURES, "products", day, root, upstream)
-        spark = spark_session("score_products", reuse_workers=True)
-        frame = spark.read.parquet(str(products))
-        out = root / "out" / "product_embeddings"
-        write_table(embeddings(frame, handle, "product", _tags(handle, upstream)), out, [PRODUCT])
-        rows = _publish(store, settings, "product_embeddings", day, out, run_id, upstream, handle)
+        spark = spark_session("score_products", reuse_workers=True, s3=settings.s3)
+        frame = _input(spark, lake, FEATURES, "products", day, upstream)
+        output = _output("product_embeddings", day)
+        lake.write_table(embeddings(frame, handle, "product", _tags(handle, upstream)), output, [PRODUCT])
+        rows = _publish(lake, settings, "product_embeddings", day, run_id, upstream, handle)
     return {"date": day.isoformat(), "model_version": handle.version, "product_embeddings": rows}
 
 
@@ -114,7 +110,7 @@ def run_customer_scoring(
     """
     from include.preference.errors import PartitionNotFound
     from include.preference.features import spec
-    from include.preference.features.build import pair_features, write_table
+    from include.preference.features.build import pair_features
     from include.preference.scoring import batch
     from include.preference.spark import spark_session
     from include.preference.storage import read_manifest
@@ -129,20 +125,20 @@ def run_customer_scoring(
             f"scores/product_embeddings/dt={day} must come from model version {handle.version} "
             f"(found {found or 'none'}); run score_products for {day} first"
         )
-    with scratch_directory(settings.scratch_dir, f"score-customers-{day}") as root:
+    with spark_lake(store, f"score-customers-{day}") as lake:
         upstream: list[dict[str, Any]] = []
-        paths = {
-            table: _stage(store, FEATURES, table, day, root, upstream)
+        spark = spark_session("score_customers", reuse_workers=True, s3=settings.s3)
+        read = {
+            table: _input(spark, lake, FEATURES, table, day, upstream)
             for table in ("customers", "products", "state_pairs", "state_customer_categories")
         }
-        paths["product_embeddings"] = _stage(store, SCORES, "product_embeddings", day, root, upstream)
-        spark = spark_session("score_customers", reuse_workers=True)
-        read = {table: spark.read.parquet(str(path)) for table, path in paths.items()}
+        read["product_embeddings"] = _input(spark, lake, SCORES, "product_embeddings", day, upstream)
         tags = _tags(handle, upstream)
-        out = root / "out"
         counts = {}
-        counts["customer_embeddings"] = write_table(
-            batch.embeddings(read["customers"], handle, "customer", tags), out / "customer_embeddings", [batch.CUSTOMER]
+        counts["customer_embeddings"] = lake.write_table(
+            batch.embeddings(read["customers"], handle, "customer", tags),
+            _output("customer_embeddings", day),
+            [batch.CUSTOMER],
         )
 
         active = batch.active_customers(read["customers"], settings.active_days)
@@ -160,17 +156,17 @@ def run_customer_scoring(
             .select(batch.CUSTOMER, batch.PRODUCT, "source", *(f.name for f in spec.FEATURES))
         )
         keys = [batch.CUSTOMER, batch.PRODUCT]
-        counts["propensities"] = write_table(
-            batch.propensities(rows, handle, tags, keep=("source",)), out / "propensities", keys
+        counts["propensities"] = lake.write_table(
+            batch.propensities(rows, handle, tags, keep=("source",)), _output("propensities", day), keys
         )
-        scored = spark.read.parquet(str(out / "propensities"))
-        counts["recommendations"] = write_table(
+        scored = lake.need(spark, _output("propensities", day), "it was just written")
+        counts["recommendations"] = lake.write_table(
             batch.top_k(scored, settings.recommendations_k),
-            out / "recommendations",
+            _output("recommendations", day),
             [batch.CUSTOMER],
             order=[batch.CUSTOMER, "rank"],
         )
         extra = {"k": settings.recommendations_k, "active_days": settings.active_days}
         for table in ("customer_embeddings", "propensities", "recommendations"):
-            _publish(store, settings, table, day, out / table, run_id, upstream, handle, extra)
+            _publish(lake, settings, table, day, run_id, upstream, handle, extra)
     return {"date": day.isoformat(), "model_version": handle.version, **counts}

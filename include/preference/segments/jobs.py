@@ -26,7 +26,7 @@ import datetime as dt
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -34,20 +34,23 @@ import pandas as pd
 from include.preference.config import Settings
 from include.preference.segments.assign import segment_space
 from include.preference.storage import (
+    Manifest,
     ObjectStore,
     PartFile,
     PartitionRef,
     list_partitions,
-    publish_directory,
     publish_files,
     read_file,
     read_manifest,
     read_table,
     require_manifest,
     scratch_directory,
-    stage_partition,
     upstream_entry,
 )
+from include.preference.storage.spark_lake import spark_lake
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
 
 log = logging.getLogger(__name__)
 
@@ -79,28 +82,63 @@ def _vectors(table: Any, column: str = "embedding") -> np.ndarray:
     return flat.reshape(len(values), -1).astype(np.float32) if len(values) else np.zeros((0, 0), np.float32)
 
 
-def _strata(store: ObjectStore, entity: str, day: dt.date) -> tuple[pd.DataFrame, str, list[dict[str, Any]]]:
-    """(id, stratum) of every row: the RFM tier for customers when published, else the top category."""
-    _, key = _entity(entity)
-    upstream: list[dict[str, Any]] = []
+def _strata(store: ObjectStore, entity: str, day: dt.date) -> tuple[PartitionRef, str, str]:
+    """Where each row's stratum comes from: (partition, column, name).
+
+    The RFM tier for customers when the day's tiers are published, else the top category.
+    """
     rfm = PartitionRef(SEGMENTS, "rfm", day)
-    if entity == "customers" and (manifest := read_manifest(store, rfm)) is not None:
-        upstream.append(upstream_entry(store, rfm, manifest))
-        frame = read_table(store, rfm, columns=[key, "tier"]).to_pandas().rename(columns={"tier": "stratum"})
-        return frame, "rfm_tier", upstream
-    ref = PartitionRef("features", entity, day)
-    upstream.append(upstream_entry(store, ref, require_manifest(store, ref)))
-    column = f"{_entity(entity)[0]}_top_category"
-    frame = read_table(store, ref, columns=[key, column]).to_pandas().rename(columns={column: "stratum"})
-    return frame, "top_category", upstream
+    if entity == "customers" and read_manifest(store, rfm) is not None:
+        return rfm, "tier", "rfm_tier"
+    return PartitionRef("features", entity, day), f"{_entity(entity)[0]}_top_category", "top_category"
 
 
-def stratified_sample(spark: Any, frame: pd.DataFrame, per_stratum: int, seed: int) -> pd.DataFrame:
-    """About ``per_stratum`` rows of each stratum (Spark ``sampleBy``; every row of a small stratum)."""
-    counts = frame["stratum"].value_counts()
-    fractions = {str(s): min(1.0, per_stratum / n) for s, n in counts.items()}
-    sampled = spark.createDataFrame(frame.astype({"stratum": str})).sampleBy("stratum", fractions, seed)
-    return sampled.toPandas()
+SAMPLE_PARTITIONS = 16
+
+
+def stratified_sample(rows: "DataFrame", key: str, per_stratum: int, seed: int) -> pd.DataFrame:
+    """About ``per_stratum`` rows of each stratum (Spark ``sampleBy``; every row of a small stratum).
+
+    The stratum sizes and the sample reach the driver, never the whole table. The rows are put in
+    a fixed layout first (hash partitions by key, sorted), so the same rows give the same sample
+    however they were read; the sample comes back sorted by key.
+    """
+    from pyspark.sql import functions as F
+
+    counts = {
+        str(r["stratum"]): int(r["n"]) for r in rows.groupBy("stratum").agg(F.count(F.lit(1)).alias("n")).collect()
+    }
+    fractions = {s: min(1.0, per_stratum / n) for s, n in counts.items()}
+    laid_out = rows.withColumn("stratum", F.col("stratum").cast("string"))
+    laid_out = laid_out.repartition(SAMPLE_PARTITIONS, key).sortWithinPartitions(key)
+    sample: pd.DataFrame = laid_out.sampleBy("stratum", fractions, seed).toPandas()
+    return sample.sort_values(key).reset_index(drop=True)
+
+
+def space_column(embedding: "Column") -> "Column":
+    """:func:`segment_space` as a Spark expression: the taste part of an embedding, unit length."""
+    from pyspark.sql import functions as F
+
+    from include.preference.model import TASTE_DIM
+
+    taste = F.slice(embedding, 1, TASTE_DIM)
+    norm = F.sqrt(F.aggregate(taste, F.lit(0.0).cast("double"), lambda acc, x: acc + x * x))
+    return F.transform(taste, lambda x: F.when(norm > 0, x / norm).otherwise(F.lit(0.0)))
+
+
+def cluster_means(assigned: "DataFrame") -> tuple[np.ndarray, np.ndarray]:
+    """(cluster ids, mean segment-space vector of each) of rows with ``embedding`` and ``cluster_id``.
+
+    A Spark aggregate per (cluster, dimension): clusters x dimensions values reach the driver.
+    """
+    from pyspark.sql import functions as F
+
+    exploded = assigned.select("cluster_id", F.posexplode(space_column(F.col("embedding"))).alias("dim", "value"))
+    means: pd.DataFrame = exploded.groupBy("cluster_id", "dim").agg(F.avg("value").alias("value")).toPandas()
+    if means.empty:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    grid = means.pivot(index="cluster_id", columns="dim", values="value").sort_index()
+    return grid.index.to_numpy(dtype=np.int64), grid.sort_index(axis=1).to_numpy(dtype=np.float32)
 
 
 def run_refresh_segments(
@@ -108,6 +146,7 @@ def run_refresh_segments(
 ) -> dict[str, Any]:
     """Discover clusters on a stratified sample when the champion changed since the latest centroids."""
     import pyarrow as pa
+    from pyspark.sql import functions as F
 
     from include.preference.segments import plots
     from include.preference.segments.cluster import discover, match_ids
@@ -130,29 +169,29 @@ def run_refresh_segments(
             "skipped": f"champion v{version} unchanged since the centroids of {previous.date}",
         }
 
-    table = read_table(store, ref, columns=[key, "embedding"])
-    strata, strata_name, upstream = _strata(store, entity, day)
-    upstream.append(upstream_entry(store, ref, manifest))
-    ids = pd.DataFrame({key: table.column(key).to_pylist(), "_row": np.arange(table.num_rows)})
-    rows = ids.merge(strata, on=key, how="left").fillna({"stratum": "unknown"})
-    spark = spark_session("refresh_segments")
-    sample = stratified_sample(spark, rows, settings.segment_sample_per_stratum, settings.sampling_seed)
-    sample = sample.sort_values(key).reset_index(drop=True)
-    space = segment_space(_vectors(table))
-    vectors = space[sample["_row"].to_numpy()]
-    found = discover(vectors, seed=settings.sampling_seed)
+    strata_ref, strata_column, strata_name = _strata(store, entity, day)
+    upstream = [upstream_entry(store, strata_ref), upstream_entry(store, ref, manifest)]
+    before_ref = _previous_assignments_ref(store, entity, day) if previous is not None else None
+    with spark_lake(store, f"refresh-{entity}-{day}") as lake:
+        spark = spark_session("refresh_segments", s3=settings.s3)
+        lake.add(ref, manifest)
+        lake.add(strata_ref, require_manifest(store, strata_ref))
+        embedded = lake.need(spark, ref, "segments are found on it").select(key, "embedding")
+        strata = lake.need(spark, strata_ref, "it gives the strata").select(key, F.col(strata_column).alias("stratum"))
+        rows = embedded.join(strata, key, "left").fillna({"stratum": "unknown"})
+        sample = stratified_sample(rows, key, settings.segment_sample_per_stratum, settings.sampling_seed)
+        vectors = segment_space(np.stack(sample["embedding"].to_numpy())) if len(sample) else np.zeros((0, 0))
+        found = discover(vectors, seed=settings.sampling_seed)
 
-    # Stable ids: previous clusters, re-expressed in today's embedding space as the mean embedding
-    # of their members of the previous day, matched to the new centroids (Hungarian, L1).
-    cluster_ids = found.cluster_ids
-    matched_against = None
-    if previous is not None:
-        before = _previous_assignments(store, entity, day)
-        if before is not None:
-            joined = ids.merge(before, on=key)
-            if len(joined):
-                old_ids = np.array(sorted(joined["cluster_id"].unique()))
-                old = np.stack([space[joined[joined["cluster_id"] == c]["_row"]].mean(axis=0) for c in old_ids])
+        # Stable ids: previous clusters, re-expressed in today's embedding space as the mean embedding
+        # of their members of the previous day, matched to the new centroids (Hungarian, L1).
+        cluster_ids = found.cluster_ids
+        matched_against = None
+        if before_ref is not None:
+            lake.add(*before_ref)
+            before = lake.need(spark, before_ref[0], "ids are matched against it").select(key, "cluster_id")
+            old_ids, old = cluster_means(embedded.join(before, key))
+            if len(old_ids):
                 cluster_ids = match_ids(old, old_ids, found.centroids)
                 matched_against = "previous day's assignments"
     relabel = dict(zip(found.cluster_ids.tolist(), cluster_ids.tolist(), strict=True))
@@ -251,12 +290,32 @@ def _compare_with_review_text(
     return out
 
 
-def _previous_assignments(store: ObjectStore, entity: str, day: dt.date) -> pd.DataFrame | None:
+def _previous_assignments_ref(store: ObjectStore, entity: str, day: dt.date) -> tuple[PartitionRef, Manifest] | None:
+    """The latest assignments before ``day`` (what today's migration starts from), with its manifest."""
     days = [d for d in list_partitions(store, SEGMENTS, entity) if d < day]
     if not days:
         return None
-    _, key = _entity(entity)
-    return read_table(store, PartitionRef(SEGMENTS, entity, days[-1]), columns=[key, "cluster_id"]).to_pandas()
+    ref = PartitionRef(SEGMENTS, entity, days[-1])
+    return ref, require_manifest(store, ref)
+
+
+def cluster_summary(assigned: Any, ids: np.ndarray, key: str, rows: int) -> pd.DataFrame:
+    """Count, mean L1 distance and share of every centroid (in ``ids`` order, empty ones as 0)."""
+    from pyspark.sql import functions as F
+
+    per_cluster = (
+        assigned.groupBy("cluster_id")
+        .agg(F.count(F.lit(1)).alias("count"), F.avg("l1_distance").alias("mean_l1_distance"))
+        .toPandas()
+        .set_index("cluster_id")
+    )
+    summary = per_cluster.reindex(ids, fill_value=0)
+    summary.index.name = "cluster_id"
+    summary = summary.reset_index()
+    summary["count"] = summary["count"].astype(np.int64)
+    summary["mean_l1_distance"] = summary["mean_l1_distance"].astype(np.float64)
+    summary["share"] = summary["count"] / max(rows, 1)
+    return summary
 
 
 def assignment_batches(centroids: np.ndarray, ids: np.ndarray, key: str, tag: dict[str, str]):
@@ -293,16 +352,24 @@ def assign_frame(frame: Any, centroids: np.ndarray, ids: np.ndarray, key: str, t
     return frame.select(key, "embedding").mapInArrow(assignment_batches(centroids, ids, key, tag), schema)
 
 
-def migration(before: pd.DataFrame | None, after: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Counts from the previous day's cluster to today's (``new``: not there before; ``gone``: not today)."""
+def migration(before: "DataFrame | None", after: "DataFrame", key: str) -> pd.DataFrame:
+    """Counts from the previous day's cluster to today's (``new``: not there before; ``gone``: not today).
+
+    A Spark aggregate over the two days' assignments: only the (from, to) counts reach the driver.
+    """
+    from pyspark.sql import functions as F
+
+    today = after.select(key, F.col("cluster_id").cast("string").alias("to"))
     if before is None:
-        before = pd.DataFrame({key: pd.Series(dtype=str), "cluster_id": pd.Series(dtype=np.int64)})
-    joined = before[[key, "cluster_id"]].merge(
-        after[[key, "cluster_id"]], on=key, how="outer", suffixes=("_from", "_to")
-    )
-    as_label = lambda column, missing: joined[column].map(lambda v: missing if pd.isna(v) else str(int(v)))  # noqa: E731
-    table = pd.DataFrame({"from": as_label("cluster_id_from", NEW), "to": as_label("cluster_id_to", GONE)})
-    return table.groupby(["from", "to"]).size().rename("count").reset_index()
+        joined = today.select(F.lit(NEW).alias("from"), "to")
+    else:
+        earlier = before.select(key, F.col("cluster_id").cast("string").alias("from"))
+        joined = earlier.join(today, key, "full").select(
+            F.coalesce("from", F.lit(NEW)).alias("from"), F.coalesce("to", F.lit(GONE)).alias("to")
+        )
+    counts: pd.DataFrame = joined.groupBy("from", "to").agg(F.count(F.lit(1)).alias("count")).toPandas()
+    counts["count"] = counts["count"].astype(np.int64)
+    return counts.sort_values(["from", "to"]).reset_index(drop=True)
 
 
 def run_assign_segments(
@@ -310,7 +377,6 @@ def run_assign_segments(
 ) -> dict[str, Any]:
     """Assign every embedded row of ``day`` to the nearest centroid of the same model version."""
     from include.preference.errors import PartitionNotFound
-    from include.preference.features.build import write_table
     from include.preference.segments import plots
     from include.preference.spark import spark_session
 
@@ -334,45 +400,51 @@ def run_assign_segments(
     upstream = [upstream_entry(store, ref, manifest), upstream_entry(store, centroids_ref, centroids_manifest)]
     tag = {"model_version": version, "centroids_date": centroids_ref.date.isoformat()}
 
-    with scratch_directory(settings.scratch_dir, f"assign-{entity}-{day}") as root:
-        local = stage_partition(store, ref, root, manifest)
-        spark = spark_session("assign_segments")
-        out = root / "out"
-        rows = write_table(
-            assign_frame(spark.read.parquet(str(local)), matrix, ids, key, tag), out / "assignments", [key]
+    previous = _previous_assignments_ref(store, entity, day)
+    with (
+        spark_lake(store, f"assign-{entity}-{day}") as lake,
+        scratch_directory(settings.scratch_dir, f"assign-{entity}-{day}") as scratch,
+    ):
+        spark = spark_session("assign_segments", s3=settings.s3)
+        lake.add(ref, manifest)
+        target = PartitionRef(SEGMENTS, entity, day)
+        rows = lake.write_table(
+            assign_frame(lake.need(spark, ref, "segments are assigned from it"), matrix, ids, key, tag),
+            target,
+            [key],
+            sub="assignments",
         )
-        today = pd.read_parquet(out / "assignments", columns=[key, "cluster_id", "l1_distance"])
-        summary = (
-            today.groupby("cluster_id")
-            .agg(count=(key, "size"), mean_l1_distance=("l1_distance", "mean"))
-            .reindex(ids, fill_value=0)
-            .reset_index()
-        )
-        summary["share"] = summary["count"] / max(rows, 1)
-        moved = migration(_previous_assignments(store, entity, day), today, key)
+        # Per-cluster figures and the migration are Spark aggregates: O(clusters) reach the driver.
+        today = lake.need(spark, target, "it was just written")
+        summary = cluster_summary(today, ids, key, rows)
+        before = None
+        if previous is not None:
+            lake.add(*previous)
+            before = lake.read(spark, previous[0])
+        moved = migration(before, today, key)
         history = _size_history(store, entity, day, summary)
-        (out / "centroids.json").write_text(json.dumps(centroids))
-        (out / "summary.json").write_text(json.dumps(summary.to_dict(orient="records"), indent=2))
-        (out / "migration.json").write_text(json.dumps(moved.to_dict(orient="records"), indent=2))
+        lake.put_bytes(target, "centroids.json", json.dumps(centroids).encode())
+        lake.put_bytes(target, "summary.json", json.dumps(summary.to_dict(orient="records"), indent=2).encode())
+        lake.put_bytes(target, "migration.json", json.dumps(moved.to_dict(orient="records"), indent=2).encode())
         labels_from = sorted(set(moved["from"]), key=_label_order)
         labels_to = sorted(set(moved["to"]), key=_label_order)
         grid = moved.pivot_table(index="from", columns="to", values="count", fill_value=0).reindex(
             index=labels_from, columns=labels_to, fill_value=0
         )
         pngs = [
-            plots.sizes_over_time(history, out / f"sizes_{entity}.png", f"{entity}: cluster sizes over time"),
+            plots.sizes_over_time(history, scratch / f"sizes_{entity}.png", f"{entity}: cluster sizes over time"),
             plots.migration_heatmap(
                 labels_from,
                 labels_to,
                 grid.to_numpy(),
-                out / f"migration_{entity}.png",
+                scratch / f"migration_{entity}.png",
                 f"{entity}: migration to {day}",
             ),
         ]
-        published = publish_directory(
-            store,
-            PartitionRef(SEGMENTS, entity, day),
-            out,
+        for png in pngs:
+            lake.put_bytes(target, png.name, png.read_bytes())
+        published = lake.publish(
+            target,
             run_id=run_id,
             code_version=settings.code_version,
             upstream=upstream,

@@ -10,7 +10,6 @@ from include.preference.storage.partitions import (
     PartitionRef,
     list_partitions,
     list_tables,
-    publish_directory,
     publish_files,
     publish_table,
     read_file,
@@ -20,7 +19,7 @@ from include.preference.storage.partitions import (
     upstream_entry,
 )
 from include.preference.storage.s3 import ObjectStore
-from include.preference.storage.scratch import scratch_directory, stage_partition
+from include.preference.storage.scratch import scratch_directory
 
 __all__ = [
     "LAYERS",
@@ -36,7 +35,6 @@ __all__ = [
     "StorageError",
     "list_partitions",
     "list_tables",
-    "publish_directory",
     "publish_files",
     "publish_table",
     "read_file",
@@ -44,6 +42,5 @@ __all__ = [
     "read_table",
     "require_manifest",
     "scratch_directory",
-    "stage_partition",
     "upstream_entry",
 ]

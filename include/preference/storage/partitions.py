@@ -24,8 +24,8 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.preference.errors import ObjectNotFound, PartitionNotFound, StorageError
@@ -33,6 +33,7 @@ from include.preference.storage.s3 import ObjectStore
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,11 @@ class FileEntry:
 
     path: str
     bytes: int
-    sha256: str
+    sha256: str | None = None
     rows: int | None = None
+    # Files a Spark job wrote straight to S3 are known by their ETag (a digest S3 computed from the
+    # content as it was uploaded), not by a SHA-256 that would mean reading them back.
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,25 +208,7 @@ def publish_files(
         entries.append(
             FileEntry(path=relative, bytes=len(part.body), sha256=hashlib.sha256(part.body).hexdigest(), rows=part.rows)
         )
-    row_counts = [e.rows for e in entries]
-    manifest = Manifest(
-        layer=ref.layer,
-        table=ref.table,
-        logical_date=ref.date.isoformat(),
-        version=version,
-        files=tuple(entries),
-        row_count=sum(r for r in row_counts if r is not None) if any(r is not None for r in row_counts) else None,
-        schema=dict(schema or {}),
-        upstream=tuple(sorted((dict(u) for u in upstream), key=lambda u: str(u.get("uri")))),
-        code_version=code_version,
-        run_id=run_id,
-        extra=dict(extra or {}),
-    )
-    # The commit point: a single PUT replaces the manifest atomically.
-    store.put_bytes(ref.manifest_key, manifest.to_json(), content_type="application/json")
-    _collect_garbage(store, ref)
-    log.info("published %s (%s, %s rows, %d files)", store.uri(ref.prefix), version, manifest.row_count, len(entries))
-    return manifest
+    return _write_manifest(store, ref, version, entries, run_id, code_version, schema, upstream, extra)
 
 
 def publish_table(
@@ -254,10 +240,48 @@ def publish_table(
     )
 
 
-def publish_directory(
+# Spark names its output files part-<task>-<job uuid>-c<n>[.<codec>].<ext>; published files are
+# numbered in that order instead (the same rows give the same names).
+_SPARK_PART = re.compile(r"^part-(\d+)-[0-9a-f-]{36}(?:_\d+)?[-.]c\d+(?:\.[a-z0-9]+)*?(\.[a-z]+(?:\.gz)?)$")
+FOOTER_PROBE_BYTES = 64 * 1024
+
+
+def parquet_footer(store: ObjectStore, key: str, size: int) -> "pq.FileMetaData":
+    """A Parquet object's footer (row count, schema) from one or two ranged reads of its end."""
+    import pyarrow.parquet as pq
+
+    tail = store.get_range(key, -min(size, FOOTER_PROBE_BYTES))
+    if len(tail) < 12 or tail[-4:] != b"PAR1":
+        raise StorageError(f"{store.uri(key)} is not a Parquet file (no PAR1 footer)")
+    length = int.from_bytes(tail[-8:-4], "little")
+    if length + 8 > len(tail):
+        tail = store.get_range(key, size - length - 8)
+    return pq.read_metadata(io.BytesIO(b"PAR1" + tail[-(length + 8) :]))
+
+
+def staged_names(relatives: Sequence[str]) -> dict[str, str]:
+    """Published name of each staged file: Spark's part files numbered per folder, others as they are."""
+    names: dict[str, str] = {}
+    parts: dict[tuple[str, str], list[tuple[int, str]]] = {}
+    for relative in relatives:
+        folder, _, name = relative.rpartition("/")
+        match = _SPARK_PART.match(name)
+        if match is None:
+            names[relative] = relative
+        else:
+            parts.setdefault((folder, match.group(2)), []).append((int(match.group(1)), relative))
+    for (folder, suffix), found in parts.items():
+        for index, (_, relative) in enumerate(sorted(found)):
+            names[relative] = f"{folder}/part-{index:05d}{suffix}" if folder else f"part-{index:05d}{suffix}"
+    if len(set(names.values())) != len(names):
+        raise StorageError(f"staged files map to clashing names: {sorted(names)}")
+    return names
+
+
+def publish_staged(
     store: ObjectStore,
     ref: PartitionRef,
-    directory: Path,
+    prefix: str,
     *,
     run_id: str,
     code_version: str,
@@ -266,41 +290,85 @@ def publish_directory(
     rows: Mapping[str, int] | None = None,
     if_changed: bool = False,
 ) -> Manifest:
-    """Publish a local directory (e.g. a Spark job's output) as the partition ``ref``.
+    """Publish what a Spark job wrote under the key ``prefix`` as the partition ``ref``.
 
-    Spark's side files (``_SUCCESS``, ``.crc``) are skipped. Parquet row counts and schema come from
-    the files' footers; other files take their row count from ``rows`` (by relative path) if given.
+    The bytes never pass through this process: files are listed with their ETags, Parquet row
+    counts and schema come from ranged reads of the footers, and each file is copied server-side
+    into the version folder, named by a digest of (name, ETag, size) of every file. Spark's side
+    files and folder markers are skipped; Spark's part files are renamed ``part-00000...`` in
+    their order. Other files take their row count from ``rows`` (by published name) if given.
     """
-    import pyarrow.parquet as pq
-
-    parts = []
+    staged = [o for o in store.list_objects(prefix) if not o.key.endswith("/")]
+    staged = [
+        o
+        for o in staged
+        if not SPARK_SIDE_FILES.search(o.key[len(prefix) :]) and "_temporary/" not in o.key[len(prefix) :]
+    ]
+    if not staged:
+        raise StorageError(f"nothing to publish from {store.uri(prefix)} for {ref.prefix}")
+    names = staged_names([o.key[len(prefix) :] for o in staged])
+    entries: list[tuple[str, FileEntry]] = []
     schema: dict[str, Any] = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        relative = path.relative_to(directory).as_posix()
-        if SPARK_SIDE_FILES.search(relative):
-            continue
-        count = (rows or {}).get(relative)
-        if path.suffix == ".parquet":
-            metadata = pq.read_metadata(path)
+    digest = hashlib.sha256()
+    described = sorted(((names[o.key[len(prefix) :]], o) for o in staged), key=lambda item: item[0])
+    for name, info in described:
+        digest.update(f"{name}\0{info.etag}\0{info.size}\n".encode())
+    version = f"v-{digest.hexdigest()[:16]}"
+    if if_changed and (current := read_manifest(store, ref)) is not None and current.version == version:
+        log.info("%s already holds %s; kept", store.uri(ref.prefix), version)
+        store.delete_keys([o.key for o in store.list_objects(prefix)])
+        return current
+    for name, info in described:
+        count = (rows or {}).get(name)
+        if name.endswith(".parquet"):
+            metadata = parquet_footer(store, info.key, info.size)
             count = metadata.num_rows
             file_schema = schema_of(metadata.schema.to_arrow_schema())
             if schema and file_schema != schema:
-                raise StorageError(f"{relative} has another schema than the other files of {ref.prefix}")
+                raise StorageError(f"{name} has another schema than the other files of {ref.prefix}")
             schema = file_schema
-        parts.append(PartFile(relative, path.read_bytes(), count))
-    if not parts:
-        raise StorageError(f"nothing to publish from {directory} for {ref.prefix}")
-    return publish_files(
-        store,
-        ref,
-        parts,
-        run_id=run_id,
-        code_version=code_version,
-        schema=schema,
-        upstream=upstream,
-        extra=extra,
-        if_changed=if_changed,
+        relative = f"{version}/{name}"
+        entries.append((info.key, FileEntry(path=relative, bytes=info.size, rows=count, etag=info.etag)))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda item: store.copy(item[0], ref.prefix + item[1].path), entries))
+    manifest = _write_manifest(
+        store, ref, version, [e for _, e in entries], run_id, code_version, schema, upstream, extra
     )
+    store.delete_keys([o.key for o in store.list_objects(prefix)])
+    return manifest
+
+
+def _write_manifest(
+    store: ObjectStore,
+    ref: PartitionRef,
+    version: str,
+    entries: Sequence[FileEntry],
+    run_id: str,
+    code_version: str,
+    schema: Mapping[str, Any] | None,
+    upstream: Iterable[Mapping[str, Any]],
+    extra: Mapping[str, Any] | None,
+) -> Manifest:
+    """Write the manifest (the commit point) and remove every other version of the partition."""
+    row_counts = [e.rows for e in entries]
+    manifest = Manifest(
+        layer=ref.layer,
+        table=ref.table,
+        logical_date=ref.date.isoformat(),
+        version=version,
+        files=tuple(entries),
+        row_count=sum(r for r in row_counts if r is not None) if any(r is not None for r in row_counts) else None,
+        schema=dict(schema or {}),
+        upstream=tuple(sorted((dict(u) for u in upstream), key=lambda u: str(u.get("uri")))),
+        code_version=code_version,
+        run_id=run_id,
+        extra=dict(extra or {}),
+    )
+    # The commit point: a single PUT replaces the manifest atomically.
+    store.put_bytes(ref.manifest_key, manifest.to_json(), content_type="application/json")
+    _collect_garbage(store, ref)
+    log.info("published %s (%s, %s rows, %d files)", store.uri(ref.prefix), version, manifest.row_count, len(entries))
+    return manifest
 
 
 def _collect_garbage(store: ObjectStore, ref: PartitionRef) -> None:

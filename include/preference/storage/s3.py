@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from include.preference.config import S3Settings
 from include.preference.errors import ObjectNotFound, StorageAuthError, StorageError
@@ -21,6 +23,68 @@ AUTH_ERROR_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "403"}
 )
 NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class _StreamingUpload(io.RawIOBase):
+    """The writable file of :meth:`ObjectStore.writer`."""
+
+    def __init__(self, store: "ObjectStore", key: str, part_bytes: int) -> None:
+        super().__init__()
+        self.store, self.key, self.part_bytes = store, key, max(part_bytes, 5 * 1024 * 1024)
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.buffer.extend(data)
+        while len(self.buffer) >= self.part_bytes:
+            self._send(bytes(self.buffer[: self.part_bytes]))
+            del self.buffer[: self.part_bytes]
+        return len(data)
+
+    def _send(self, body: bytes) -> None:
+        client, bucket = self.store.client, self.store.bucket
+        with self.store._errors("upload", self.key):  # noqa: SLF001
+            if self.upload_id is None:
+                self.upload_id = client.create_multipart_upload(Bucket=bucket, Key=self.key)["UploadId"]
+            number = len(self.parts) + 1
+            done = client.upload_part(
+                Bucket=bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
+            )
+        self.parts.append({"PartNumber": number, "ETag": done["ETag"]})
+
+    def finish(self) -> None:
+        if self.upload_id is None:
+            self.store.put_bytes(self.key, bytes(self.buffer))
+            return
+        if self.buffer:
+            self._send(bytes(self.buffer))
+            self.buffer.clear()
+        with self.store._errors("upload", self.key):  # noqa: SLF001
+            self.store.client.complete_multipart_upload(
+                Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+            )
+
+    def abort(self) -> None:
+        if self.upload_id is not None:
+            try:
+                self.store.client.abort_multipart_upload(
+                    Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id
+                )
+            except Exception:  # noqa: BLE001 - the write's own error is the one to raise
+                log.warning("could not abort the upload of %s", self.store.uri(self.key), exc_info=True)
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One object of a listing."""
+
+    key: str
+    size: int
+    etag: str
 
 
 class ObjectStore:
@@ -115,6 +179,21 @@ class ObjectStore:
         with self._errors("upload", key):
             self.client.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
 
+    @contextmanager
+    def writer(self, key: str, part_bytes: int = 16 * 1024 * 1024) -> Iterator[BinaryIO]:
+        """A file to write ``key`` through, streamed to S3 in parts of ``part_bytes``.
+
+        Small objects are one PUT; larger ones a multipart upload, completed when the block ends
+        and aborted when it raises (nothing is left half-written under ``key``).
+        """
+        upload = _StreamingUpload(self, key, part_bytes)
+        try:
+            yield upload  # type: ignore[misc]
+        except BaseException:
+            upload.abort()
+            raise
+        upload.finish()
+
     def get_bytes(self, key: str) -> bytes:
         with self._errors("read", key):
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -137,6 +216,30 @@ class ObjectStore:
         for page in self._pages(prefix):
             for item in page.get("Contents", []):
                 yield item["Key"]
+
+    def list_objects(self, prefix: str) -> Iterator["ObjectInfo"]:
+        """Every object under ``prefix`` with its size and ETag, in lexicographic order."""
+        for page in self._pages(prefix):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(item["Key"], int(item["Size"]), str(item.get("ETag", "")).strip('"'))
+
+    def get_range(self, key: str, start: int, end: int | None = None) -> bytes:
+        """Bytes ``start`` .. ``end`` (inclusive) of an object; a negative ``start`` counts from its end."""
+        spec = f"bytes={start}" if start < 0 else f"bytes={start}-{'' if end is None else end}"
+        with self._errors("read", key):
+            return self.client.get_object(Bucket=self.bucket, Key=key, Range=spec)["Body"].read()
+
+    def copy(self, source: str, target: str, source_bucket: str | None = None) -> None:
+        """Copy an object into this bucket, server-side (no bytes pass through this process).
+
+        ``source_bucket``: where ``source`` lives, on the same server (default: this bucket).
+        """
+        with self._errors("copy", source):
+            self.client.copy({"Bucket": source_bucket or self.bucket, "Key": source}, self.bucket, target)
+
+    def s3a(self, key: str = "") -> str:
+        """The ``s3a://`` URI of a key: how Spark's S3 connector addresses it."""
+        return f"s3a://{self.bucket}/{key}"
 
     def list_prefixes(self, prefix: str) -> list[str]:
         """The immediate "folders" under ``prefix`` (which should end with ``/``)."""

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from include.preference.features import spec
 
 # Batches reshuffled per epoch; examples are already shuffled within files by the writer.
 SHUFFLE_BATCHES = 64
+
+T = TypeVar("T")
+
+
+def shards_to_read(files: Sequence[T], index: int, workers: int) -> list[T]:
+    """The shards input pipeline ``index`` of ``workers`` reads: its share by file when there are
+    enough files, else all of them (each pipeline then keeps its share of the batches)."""
+    files = list(files)
+    return files[index::workers] if len(files) >= workers else files
 
 
 def training_dataset(

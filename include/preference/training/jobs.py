@@ -44,11 +44,12 @@ from include.preference.storage import (
     PartitionRef,
     list_partitions,
     publish_files,
-    read_manifest,
+    read_table,
+    require_manifest,
     scratch_directory,
-    stage_partition,
     upstream_entry,
 )
+from include.preference.storage.spark_lake import spark_lake
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def run_training_job(
     from mlflow.tracking import MlflowClient
 
     from include.preference.evaluation.plots import evaluation_plots
-    from include.preference.model import feature_statistics, load_model, predict_frame
+    from include.preference.model import load_model, predict_frame, spark_feature_statistics
     from include.preference.registry import (
         DEFAULT_EXPERIMENT,
         current_champion,
@@ -133,15 +134,27 @@ def run_training_job(
     if not anchors:
         return {"date": day.isoformat(), "skipped": f"no training anchor on or before {holdout_anchor - horizon}"}
 
+    from include.preference.spark import spark_session
+
     with scratch_directory(settings.scratch_dir, f"train-{day}") as scratch:
         refs = [PartitionRef("training", "", a) for a in (*anchors, holdout_anchor)]
-        manifests = {ref: read_manifest(store, ref) for ref in refs}
+        manifests = {ref: require_manifest(store, ref) for ref in refs}
         upstream = [upstream_entry(store, ref, manifests[ref]) for ref in refs]
-        local = {ref.date: stage_partition(store, ref, scratch / "data", manifests[ref]) for ref in refs}
-        files = [str(p) for a in anchors for p in sorted((local[a] / "tfrecord").glob("*.tfrecord.gz"))]
-        training = pd.concat([pd.read_parquet(local[a] / "parquet") for a in anchors], ignore_index=True)
-        holdout = pd.read_parquet(local[holdout_anchor] / "parquet")
-        stats = feature_statistics({c: training[c].to_numpy() for c in spec.numeric_names()})
+        training_refs = refs[:-1]
+        # The workers fetch their shards themselves; the driver passes keys, counts and statistics.
+        shards = [
+            (ref.prefix + entry.path, entry.rows)
+            for ref in training_refs
+            for entry in manifests[ref].files
+            if entry.path.endswith(".tfrecord.gz")
+        ]
+        files = [key for key, _ in shards]
+        # Every shard's record count is in its manifest (the writer counted them).
+        rows = sum(int(count or 0) for _, count in shards)
+        spark = spark_session("train_model", s3=settings.s3)
+        with spark_lake(store, f"train-{day}", {ref: manifests[ref] for ref in training_refs}) as lake:
+            stats = spark_feature_statistics(lake.read_days(spark, "training", "", anchors))
+        holdout = read_table(store, refs[-1]).to_pandas()
         train_settings = TrainSettings(
             epochs=settings.training_epochs,
             global_batch_size=settings.training_batch_size,
@@ -149,22 +162,18 @@ def run_training_job(
         )
         job = TrainJob(
             files=tuple(files),
-            rows=len(training),
+            rows=rows,
             stats=stats,
-            work_dir=str(scratch / "train"),
             settings=train_settings,
             s3=settings.s3,
-            checkpoint_prefix=f"checkpoints/train/dt={day.isoformat()}/{_inputs_digest(upstream, train_settings)}",
+            run_prefix=f"checkpoints/train/dt={day.isoformat()}/{_inputs_digest(upstream, train_settings)}",
         )
         workers = settings.training_workers
-        if workers > 1:
-            from include.preference.spark import spark_session
-
-            results = train_on_spark(spark_session("train_model"), job, workers)
-        else:
-            results = [run_job(job).to_dict()]
+        results = train_on_spark(spark, job, workers) if workers > 1 else [run_job(job).to_dict()]
         chief = results[0]
-        model = load_model(chief["model_path"])
+        model_file = scratch / "model.keras"
+        store.get_file(job.model_key, model_file)
+        model = load_model(model_file)
         scores = predict_frame(model, holdout)
         metrics = holdout_scores(holdout, scores, k)
         baselines = baseline_scores(holdout, k)
@@ -221,6 +230,7 @@ def run_training_job(
             score_champion,
             backfill=backfill,
             lock_dir=settings.local_dir / "locks",
+            lock_database_url=settings.lock_database_url,
             day=day,
         )
         champion = current_champion(client, name)
@@ -237,7 +247,7 @@ def run_training_job(
             "slices": slices,
             "anchors": [a.isoformat() for a in anchors],
             "holdout_anchor": holdout_anchor.isoformat(),
-            "examples": len(training),
+            "examples": rows,
             "workers": [
                 {key: r[key] for key in ("task_index", "resumed_from_epoch", "weights_sha256")} for r in results
             ],

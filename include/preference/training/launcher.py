@@ -9,6 +9,13 @@ the workers. ``local[N]`` runs N workers on one machine; on a cluster each task 
 Python workers must not be reused across tasks (``spark.python.worker.reuse=false``, set by
 :func:`include.preference.spark.spark_session`): TensorFlow's cluster can be set up only once per
 process.
+
+The workers share nothing but object storage: a job names its TFRecord shards by their keys in the
+lake, each worker fetches the shards it reads into a temporary folder of its own, checkpoints and
+worker progress go under the job's ``run_prefix`` (``checkpoint/``, ``workers/<index>.json``), and
+the chief uploads the trained model to ``<run_prefix>/model/model.keras``, where the driver and the
+registration read it. Without storage (``s3`` unset) a job runs on one host from local files into
+its ``work_dir``.
 """
 
 from __future__ import annotations
@@ -16,13 +23,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.preference.model import ModelConfig
+from include.preference.training.data import shards_to_read
 from include.preference.training.trainer import CheckpointSync, TrainResult, TrainSettings, train
 
 if TYPE_CHECKING:
@@ -33,17 +42,30 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrainJob:
-    """Everything a worker needs, picklable: data, statistics, settings, where to checkpoint."""
+    """Everything a worker needs, picklable: data, statistics, settings, where to keep its state.
+
+    ``files``: the shards' keys in the lake bucket (``s3`` set), or local paths (one host).
+    ``run_prefix``: where checkpoints, worker status and the model go in the bucket.
+    ``work_dir``: the local folder of a job without storage (each worker uses a temporary one otherwise).
+    """
 
     files: tuple[str, ...]
     rows: int
     stats: dict[str, tuple[float, float]]
-    work_dir: str
+    work_dir: str = ""
     settings: TrainSettings = field(default_factory=TrainSettings)
     model_config: ModelConfig = field(default_factory=ModelConfig)
     s3: "S3Settings | None" = None
-    checkpoint_prefix: str = ""
+    run_prefix: str = ""
     worker_host: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.s3 is None and not self.work_dir:
+            raise ValueError("a training job without object storage needs a work_dir")
+
+    @property
+    def model_key(self) -> str:
+        return f"{self.run_prefix}/model/model.keras"
 
 
 def job_to_json(job: TrainJob) -> str:
@@ -59,32 +81,58 @@ def job_from_json(text: str, s3: "S3Settings | None" = None) -> TrainJob:
         files=tuple(body["files"]),
         rows=int(body["rows"]),
         stats={name: (float(m), float(v)) for name, (m, v) in body["stats"].items()},
-        work_dir=body["work_dir"],
+        work_dir=body.get("work_dir", ""),
         settings=TrainSettings(**body["settings"]),
         model_config=ModelConfig(**body["model_config"]),
         s3=s3,
-        checkpoint_prefix=body.get("checkpoint_prefix", ""),
+        run_prefix=body.get("run_prefix", ""),
         worker_host=body.get("worker_host"),
     )
 
 
 def run_job(job: TrainJob, strategy: Any = None) -> TrainResult:
     """Run the job in this process (under ``TF_CONFIG`` when set: one worker of a cluster)."""
-    checkpoints = CheckpointSync()
-    if job.s3 is not None and job.checkpoint_prefix:
-        from include.preference.storage import ObjectStore
+    if job.s3 is None:
+        return train(
+            job.files,
+            job.rows,
+            job.stats,
+            Path(job.work_dir),
+            settings=job.settings,
+            model_config=job.model_config,
+            strategy=strategy,
+        )
+    from include.preference.storage import ObjectStore
+    from include.preference.training.trainer import WorkerStatus, cluster_from_env
 
-        checkpoints = CheckpointSync(ObjectStore(job.s3), job.checkpoint_prefix)
-    return train(
-        job.files,
-        job.rows,
-        job.stats,
-        Path(job.work_dir),
-        settings=job.settings,
-        model_config=job.model_config,
-        checkpoints=checkpoints,
-        strategy=strategy,
-    )
+    store = ObjectStore(job.s3)
+    _, index, workers = cluster_from_env()
+    with tempfile.TemporaryDirectory(prefix="preference-train-") as scratch:
+        work = Path(scratch)
+        # Every shard keeps its place in the list (the trainer splits the list the same way on
+        # every worker); only the ones this worker reads are fetched.
+        local = [str(work / "data" / f"{i:05d}-{Path(key).name}") for i, key in enumerate(job.files)]
+        mine = shards_to_read(list(range(len(job.files))), index, workers)
+        for i in mine:
+            store.get_file(job.files[i], Path(local[i]))
+        prefix = job.run_prefix
+        result = train(
+            local,
+            job.rows,
+            job.stats,
+            work,
+            settings=job.settings,
+            model_config=job.model_config,
+            checkpoints=CheckpointSync(store, f"{prefix}/checkpoint") if prefix else CheckpointSync(),
+            strategy=strategy,
+            status=WorkerStatus(work, index, store, f"{prefix}/workers" if prefix else ""),
+        )
+        if result.model_path is not None:
+            if not prefix:
+                raise ValueError("a training job with object storage needs a run_prefix for its model")
+            store.put_file(job.model_key, Path(result.model_path))
+            result.model_path = store.uri(job.model_key)
+    return result
 
 
 def _free_port(host: str) -> int:
@@ -133,8 +181,8 @@ def train_on_spark(spark: "SparkSession", job: TrainJob, workers: int) -> list[d
 def main(argv: list[str] | None = None) -> int:
     """``python -m include.preference.training.launcher JOB.json --workers N``: train, print results.
 
-    One worker runs in this process; more run as a Spark barrier stage. Checkpoints go to the
-    job's ``checkpoint_prefix`` in the bucket configured by the environment, when it has one.
+    One worker runs in this process; more run as a Spark barrier stage. A job with a ``run_prefix``
+    reads its shards from, and keeps its state in, the bucket configured by the environment.
     """
     import argparse
 
@@ -145,11 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=None, help="write the workers' results here as JSON")
     args = parser.parse_args(argv)
 
-    job = job_from_json(args.job.read_text())
-    if job.checkpoint_prefix:
+    body = json.loads(args.job.read_text())
+    s3 = None
+    if body.get("run_prefix"):
         from include.preference.config import load_settings
 
-        job = replace(job, s3=load_settings().s3)
+        s3 = load_settings().s3
+    job = job_from_json(args.job.read_text(), s3)
     if args.workers == 1:
         results = [run_job(job).to_dict()]
     else:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.preference.model import ModelConfig, build_model
-from include.preference.training.data import training_dataset
+from include.preference.training.data import shards_to_read, training_dataset
 
 if TYPE_CHECKING:
     from include.preference.storage import ObjectStore
@@ -109,17 +110,24 @@ class CheckpointSync:
 
 
 class WorkerStatus:
-    """``<work_dir>/workers/<index>.json``: each worker's PID, state and progress, for operators."""
+    """Each worker's host, PID, state and progress, for operators: ``<prefix>/<index>.json`` in
+    object storage when there is one (workers on other hosts), else ``<work_dir>/workers/<index>.json``."""
 
-    def __init__(self, work_dir: Path, index: int) -> None:
+    def __init__(self, work_dir: Path, index: int, store: "ObjectStore | None" = None, prefix: str = "") -> None:
         self.path = work_dir / "workers" / f"{index}.json"
-        self.fields: dict[str, Any] = {"index": index, "pid": os.getpid()}
+        self.store = store if prefix else None
+        self.key = f"{prefix.rstrip('/')}/{index}.json"
+        self.fields: dict[str, Any] = {"index": index, "pid": os.getpid(), "host": socket.gethostname()}
 
     def update(self, **fields: Any) -> None:
         self.fields.update(fields, updated=time.time())
+        body = json.dumps(self.fields)
+        if self.store is not None:
+            self.store.put_bytes(self.key, body.encode(), content_type="application/json")
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_suffix(".tmp")
-        partial.write_text(json.dumps(self.fields))
+        partial.write_text(body)
         partial.replace(self.path)
 
 
@@ -163,6 +171,7 @@ def train(
     model_config: ModelConfig | None = None,
     checkpoints: CheckpointSync | None = None,
     strategy: Any = None,
+    status: WorkerStatus | None = None,
 ) -> TrainResult:
     """Train on GZIP TFRecord shards holding ``rows`` examples; resume from the latest checkpoint.
 
@@ -177,7 +186,7 @@ def train(
     task_type, task_index, workers = cluster_from_env()
     chief = task_index == 0
     work_dir.mkdir(parents=True, exist_ok=True)
-    status = WorkerStatus(work_dir, task_index)
+    status = status or WorkerStatus(work_dir, task_index)
     status.update(state="starting")
     keras.utils.set_random_seed(settings.seed)
     chief_dir = work_dir / "checkpoint"
@@ -209,10 +218,8 @@ def train(
     def dataset_for(epoch: int) -> Any:
         def make(context: tf.distribute.InputContext) -> Any:
             batch = context.get_per_replica_batch_size(global_batch)
-            shard = list(files)
-            by_file = len(shard) >= context.num_input_pipelines
-            if by_file:
-                shard = shard[context.input_pipeline_id :: context.num_input_pipelines]
+            shard = shards_to_read(files, context.input_pipeline_id, context.num_input_pipelines)
+            by_file = len(files) >= context.num_input_pipelines
             dataset = training_dataset(shard, batch, shuffle=True, seed=settings.seed + epoch, repeat=True)
             if not by_file:  # fewer files than workers: every worker reads all, keeps its batches
                 dataset = dataset.shard(context.num_input_pipelines, context.input_pipeline_id)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pandas as pd
-import pyarrow.parquet as pq
 
-from include.preference.features.build import partition_dir
-from tests.integration.conftest import LAST, copy_validated
+from include.preference.storage import PartitionRef
+from include.preference.storage.spark_lake import SparkLake
+from tests.integration.conftest import LAST
 
 TABLES = (
     "customers",
@@ -21,10 +20,10 @@ TABLES = (
 )
 
 
-def read(root: Path, table: str, day: dt.date) -> pd.DataFrame:
-    frame = pq.read_table(partition_dir(root, "features", table, day)).to_pandas()
+def read(lake: SparkLake, table: str, day: dt.date, layer: str = "features") -> pd.DataFrame:
+    frame = lake.read_arrow(PartitionRef(layer, table, day)).to_pandas()
     keys = [c for c in ("customer_id", "product_id", "category") if c in frame.columns]
     return frame.sort_values(keys).reset_index(drop=True)
 
 
-__all__ = ["LAST", "TABLES", "copy_validated", "read"]
+__all__ = ["LAST", "TABLES", "read"]

@@ -7,8 +7,7 @@ of the Spark code.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-from pathlib import Path
+import io
 
 import numpy as np
 import pandas as pd
@@ -16,35 +15,38 @@ import pyarrow.parquet as pq
 import pytest
 
 from include.preference.features import spec
-from include.preference.features.build import build_features, partition_dir
-from tests.integration.features.conftest import LAST, TABLES, copy_validated, read
+from include.preference.features.build import build_features
+from include.preference.storage import PartitionRef
+from include.preference.storage.spark_lake import SparkLake
+from tests.integration.features.conftest import LAST, TABLES, read
+from tests.support.lake import clone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def validated(root: Path, table: str, days: list[dt.date]) -> pd.DataFrame:
-    return pd.concat([pq.read_table(partition_dir(root, "validated", table, d)).to_pandas() for d in days])
+def validated(lake: SparkLake, table: str, days: list[dt.date]) -> pd.DataFrame:
+    return pd.concat([lake.read_arrow(PartitionRef("validated", table, d)).to_pandas() for d in days])
 
 
 def test_incremental_days_equal_a_full_recompute_exactly(chain):
-    root, full_root, days, runs = chain
+    lake, full, days, runs = chain
     assert [r.mode for r in runs] == ["full"] + ["incremental"] * (LAST - 27)
     # Days leave the 7- and 30-day windows along the way: the chain really subtracts.
     expired = {name for r in runs for name in r.expired_days}
     assert f"daily_customers/{days[0]}" in expired and f"daily_products/{days[LAST - 7]}" in expired
     for table in TABLES:
-        incremental, full = read(root, table, days[LAST]), read(full_root, table, days[LAST])
+        incremental, full_build = read(lake, table, days[LAST]), read(full, table, days[LAST])
         assert len(incremental) > 0, table
-        pd.testing.assert_frame_equal(incremental, full, check_exact=True, obj=table)
+        pd.testing.assert_frame_equal(incremental, full_build, check_exact=True, obj=table)
 
 
 def test_features_match_an_independent_pandas_computation(chain):
-    root, _, days, _ = chain
+    lake, _, days, _ = chain
     day = days[LAST]
-    customers = read(root, "customers", day).set_index("customer_id")
-    products = read(root, "products", day).set_index("product_id")
-    events = validated(root, "events", days[: LAST + 1])
-    orders = validated(root, "orders", days[: LAST + 1])
+    customers = read(lake, "customers", day).set_index("customer_id")
+    products = read(lake, "products", day).set_index("product_id")
+    events = validated(lake, "events", days[: LAST + 1])
+    orders = validated(lake, "orders", days[: LAST + 1])
     events["day"] = events["event_time"].dt.date
     orders["day"] = orders["order_time"].dt.date
 
@@ -73,48 +75,53 @@ def test_features_match_an_independent_pandas_computation(chain):
         products.loc[catalogue, "product_buyers"].to_numpy(), buyers[catalogue].to_numpy("float32")
     )
 
-    catalogue_today = pq.read_table(partition_dir(root, "validated", "products", day)).to_pandas()
+    catalogue_today = lake.read_arrow(PartitionRef("validated", "products", day)).to_pandas()
     assert set(products.index) == set(catalogue_today["product_id"])
     top = catalogue_today.set_index("product_id")["category_path"].str.split("/").str[0]
     assert (products["product_top_category"].to_numpy() == top.reindex(products.index).to_numpy()).all()
 
 
 def test_every_numeric_feature_is_finite_and_categoricals_are_filled(chain):
-    root, _, days, _ = chain
+    lake, _, days, _ = chain
     for table, entity in (("customers", "customer"), ("products", "product")):
-        frame = read(root, table, days[LAST])
+        frame = read(lake, table, days[LAST])
         numeric = frame[list(spec.numeric_names(entity))].to_numpy()
         assert np.isfinite(numeric).all(), table
         for name in spec.categorical_names(entity):
             assert frame[name].notna().all() and (frame[name] != "").all(), name
 
 
-def _alter_the_future(root: Path, days: list[dt.date], cut: int) -> None:
+def _alter_the_future(lake: SparkLake, days: list[dt.date], cut: int) -> None:
     """Remove, change and add data dated after days[cut]."""
-    shutil.rmtree(partition_dir(root, "validated", "orders", days[cut + 1]).parent / f"dt={days[cut + 1]}")
-    for table in ("events", "products", "customers"):
-        shutil.rmtree(partition_dir(root, "validated", table, days[cut + 1]))
-    changed = partition_dir(root, "validated", "events", days[cut + 2]) / "part-00000.parquet"
-    frame = pq.read_table(changed).to_pandas()
+    store = lake.store
+    for table in ("orders", "events", "products", "customers"):
+        store.delete_keys(
+            [o.key for o in store.list_objects(lake.prefix(PartitionRef("validated", table, days[cut + 1])))]
+        )
+    changed = lake.prefix(PartitionRef("validated", "events", days[cut + 2])) + "part-00000.parquet"
+    frame = pq.read_table(io.BytesIO(store.get_bytes(changed))).to_pandas()
     frame["event_type"] = "purchase"
-    frame.to_parquet(changed, index=False)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    store.put_bytes(changed, buffer.getvalue())
     later = days[-1] + dt.timedelta(days=30)
     for table in ("events", "orders", "products", "customers"):
-        shutil.copytree(
-            partition_dir(root, "validated", table, days[cut + 3]), partition_dir(root, "validated", table, later)
-        )
+        source = lake.prefix(PartitionRef("validated", table, days[cut + 3]))
+        target = lake.prefix(PartitionRef("validated", table, later))
+        for info in store.list_objects(source):
+            store.copy(info.key, target + info.key[len(source) :])
 
 
-def test_features_as_of_a_day_ignore_any_change_after_it(validated_history, spark, tmp_path):
+def test_features_as_of_a_day_ignore_any_change_after_it(validated_history, spark):
     source, days = validated_history
     cut = 20
-    clean = copy_validated(source, tmp_path / "clean")
+    clean = clone(source, "clean")
     build_features(spark, clean, days[cut], mode="full")
-    altered = copy_validated(source, tmp_path / "altered")
+    altered = clone(source, "altered")
     _alter_the_future(altered, days, cut)
     build_features(spark, altered, days[cut], mode="full")
     # The incremental path too: start from the day before, then fold the cut day.
-    stepwise = copy_validated(source, tmp_path / "stepwise")
+    stepwise = clone(source, "stepwise")
     _alter_the_future(stepwise, days, cut)
     build_features(spark, stepwise, days[cut - 1], mode="full")
     assert build_features(spark, stepwise, days[cut]).mode == "incremental"

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-
-import pyarrow.parquet as pq
 import pytest
 
 from include.preference.config import load_settings
-from include.preference.features.build import build_features, partition_dir
+from include.preference.features.build import build_features
 from include.preference.features.jobs import plan_mode, run_feature_build, run_training_build
 from include.preference.features.spec import spec_fingerprint
 from include.preference.storage import PartitionRef, publish_table, read_manifest, read_table
+from tests.support.lake import clone
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TABLES = ("events", "orders", "products", "customers", "reviews")
 
 
-def publish_validated(store, root, day):
+def publish_validated(store, lake, day):
     for table in TABLES:
-        data = pq.read_table(partition_dir(root, "validated", table, day))
+        data = lake.read_arrow(PartitionRef("validated", table, day))
         publish_table(store, PartitionRef("validated", table, day), data, run_id="test", code_version="test")
 
 
@@ -32,7 +30,7 @@ def settings(lake_env, tmp_path, monkeypatch):
 
 
 def test_jobs_fold_days_incrementally_and_recompute_when_a_past_day_changes(
-    validated_history, settings, lake_env, spark, tmp_path
+    validated_history, settings, lake_env, spark
 ):
     store = lake_env
     source, days = validated_history
@@ -45,12 +43,12 @@ def test_jobs_fold_days_incrementally_and_recompute_when_a_past_day_changes(
     assert sorted(state.extra["folded"]) == [d.isoformat() for d in days[:3]]
     assert state.extra["spec"] == spec_fingerprint() and state.run_id == f"run-{days[2]}"
 
-    # The same features as the Spark job on a local copy.
-    local = tmp_path / "reference"
-    shutil.copytree(source / "validated", local / "validated")
-    build_features(spark, local, days[2], mode="full")
+    # The same features as the Spark job on a work area of its own (every validated day: the
+    # full build folds only those up to its day).
+    reference = clone(source, "reference")
+    build_features(spark, reference, days[2], mode="full")
     published = read_table(store, PartitionRef("features", "customers", days[2])).to_pandas()
-    expected = pq.read_table(partition_dir(local, "features", "customers", days[2])).to_pandas()
+    expected = reference.read_arrow(PartitionRef("features", "customers", days[2])).to_pandas()
     assert (
         published.sort_values("customer_id")
         .reset_index(drop=True)

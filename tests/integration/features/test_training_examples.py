@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from include.preference.features import spec
-from include.preference.features.build import partition_dir
 from include.preference.features.examples import ExampleSettings, build_training_examples, horizon_days_of
+from include.preference.storage import PartitionRef
+from include.preference.storage.partitions import staged_names
 from tests.integration.features.conftest import read
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -22,20 +22,32 @@ ANCHOR_INDEX = 28
 SETTINGS = ExampleSettings(horizon_days=7, negatives_per_positive=3, seed=5)
 
 
+def work_files(lake, ref) -> dict[str, bytes]:
+    """What a build wrote for ``ref``, by the names it will be published under."""
+    written = {o.key[len(lake.prefix(ref)) :]: o.key for o in lake.written(ref)}
+    names = staged_names(sorted(written))
+    return {names[relative]: lake.store.get_bytes(key) for relative, key in written.items()}
+
+
 @pytest.fixture(scope="module")
 def examples(chain, spark, tmp_path_factory):
-    root, _, days, _ = chain
+    lake, _, days, _ = chain
     anchor = days[ANCHOR_INDEX]
+    # A table of its own: the session's training sets use the same anchor with other settings.
+    ref = PartitionRef("training", "examples", anchor)
+    counts = build_training_examples(spark, lake, anchor, SETTINGS, ref)
+    frame = lake.read_arrow(ref).to_pandas()
     out = tmp_path_factory.mktemp("examples") / "out"
-    counts = build_training_examples(spark, root, anchor, SETTINGS, out)
-    frame = pq.read_table(out / "parquet").to_pandas()
-    return root, anchor, out, counts, frame
+    for name, body in work_files(lake, ref).items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes(body)
+    return lake, anchor, out, counts, frame
 
 
 def test_positives_are_exactly_the_horizon_purchases_of_known_customers_and_products(examples):
     root, anchor, _, counts, frame = examples
     orders = pd.concat(
-        pq.read_table(partition_dir(root, "validated", "orders", d)).to_pandas()
+        root.read_arrow(PartitionRef("validated", "orders", d)).to_pandas()
         for d in horizon_days_of(anchor, SETTINGS.horizon_days)
     )
     customers = set(read(root, "customers", anchor)["customer_id"])
@@ -100,11 +112,11 @@ def test_tfrecords_parse_back_to_exactly_the_parquet_rows(examples):
             np.testing.assert_array_equal(columns[name], expected.to_numpy(np.float32), err_msg=name)
 
 
-def test_a_rerun_writes_byte_identical_files(examples, spark, tmp_path):
+def test_a_rerun_writes_byte_identical_files(examples, spark):
     root, anchor, out, _, _ = examples
-    again = tmp_path / "again"
+    again = PartitionRef("training", "again", anchor)
     build_training_examples(spark, root, anchor, SETTINGS, again)
-    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    second = {p.relative_to(again): p.read_bytes() for p in again.rglob("*") if p.is_file()}
+    first = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    second = work_files(root, again)
     assert first.keys() == second.keys() and first == second
-    assert Path("schema.json") in first and any(str(k).endswith(".tfrecord.gz") for k in first)
+    assert "schema.json" in first and any(k.endswith(".tfrecord.gz") for k in first)

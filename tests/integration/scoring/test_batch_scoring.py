@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from include.preference.features import spec
-from include.preference.features.build import FEATURE_LAYER, pair_features, read_partition
+from include.preference.features.build import feature_ref, pair_features
 from include.preference.model import load_model, predict_frame
 from include.preference.scoring import batch
 from include.preference.scoring.handle import ModelHandle, encoder_of
@@ -19,10 +19,10 @@ TAG = {"model_version": "7", "input_manifests": '{"s3://lake/features/x": "abc"}
 
 @pytest.fixture(scope="module")
 def day_tables(training_sets, spark):
-    root = training_sets["root"]
+    lake = training_sets["lake"]
     day = training_sets["holdout"]
     tables = {
-        t: read_partition(spark, root, FEATURE_LAYER, t, day)
+        t: lake.read(spark, feature_ref(t, day))
         for t in ("customers", "products", "state_pairs", "state_customer_categories")
     }
     return day, tables

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from include.preference import tasks
-from include.preference.storage import PartitionRef, publish_directory, read_file, read_manifest, read_table
+from include.preference.storage import PartitionRef, read_file, read_manifest, read_table
+from tests.support.lake import publish_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -20,10 +21,9 @@ REVIEW_DAYS = 12
 FEATURE_TABLES = ("customers", "products", "state_pairs", "state_customer_categories")
 
 
-def _publish_features(store, root, day):
+def _publish_features(store, lake, day):
     for table in FEATURE_TABLES:
-        directory = root / "features" / table / f"dt={day.isoformat()}"
-        publish_directory(store, PartitionRef("features", table, day), directory, run_id="test", code_version="test")
+        publish_from(lake, PartitionRef("features", table, day), store)
 
 
 @pytest.fixture
@@ -43,11 +43,10 @@ def scoring_env(training_sets, small_model, lake_env, mlflow_service, monkeypatc
     day = training_sets["holdout"]
     next_day = day + dt.timedelta(days=1)
     for d in (day, next_day):
-        _publish_features(store, training_sets["root"], d)
+        _publish_features(store, training_sets["lake"], d)
     for back in range(REVIEW_DAYS - 1, -1, -1):  # reviews of the last days: customers' text profiles
         d = day - dt.timedelta(days=back)
-        folder = training_sets["root"] / "validated" / "reviews" / f"dt={d.isoformat()}"
-        publish_directory(store, PartitionRef("validated", "reviews", d), folder, run_id="test", code_version="test")
+        publish_from(training_sets["lake"], PartitionRef("validated", "reviews", d), store)
 
     mlflow.set_tracking_uri(mlflow_service.mlflow_uri)
     client = MlflowClient()

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from include.preference import tasks
-from include.preference.storage import PartitionRef, publish_directory, read_manifest, read_table
+from include.preference.storage import PartitionRef, read_manifest, read_table
 from include.preference.text.minilm import shared_model
+from tests.support.lake import publish_from
 
 pytestmark = [pytest.mark.integration]
 
@@ -16,11 +17,10 @@ pytestmark = [pytest.mark.integration]
 def test_review_embeddings_and_customer_profiles(validated_history, lake_env, monkeypatch, tmp_path):
     store = lake_env
     monkeypatch.setenv("PREFERENCE_LOCAL_DIR", str(tmp_path / "local"))
-    root, days = validated_history
+    history, days = validated_history
     first, second = days[3], days[4]
     for day in (first, second):
-        folder = root / "validated" / "reviews" / f"dt={day.isoformat()}"
-        publish_directory(store, PartitionRef("validated", "reviews", day), folder, run_id="t", code_version="t")
+        publish_from(history, PartitionRef("validated", "reviews", day), store)
 
     one = tasks.embed_reviews(first, run_id="r1")
     two = tasks.embed_reviews(second, run_id="r2")

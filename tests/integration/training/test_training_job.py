@@ -8,8 +8,9 @@ import json
 
 import pytest
 
-from include.preference.storage import PartitionRef, list_partitions, publish_directory, read_file
+from include.preference.storage import PartitionRef, list_partitions, read_file
 from include.preference.tasks import train_model
+from tests.support.lake import publish_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,8 +23,8 @@ def published_training(training_sets, lake_env, mlflow_service, monkeypatch, tmp
     monkeypatch.setenv("PREFERENCE_TRAINING_EPOCHS", "3")
     monkeypatch.setenv("PREFERENCE_LOCAL_DIR", str(tmp_path / "local"))
     monkeypatch.setenv("PREFERENCE_MODEL_NAME", f"job-test-{tmp_path.name[-10:]}".replace("_", "-"))
-    for anchor, built in training_sets["sets"].items():
-        publish_directory(store, PartitionRef("training", "", anchor), built["dir"], run_id="test", code_version="test")
+    for built in training_sets["sets"].values():
+        publish_from(training_sets["lake"], built["ref"], store, rows=built["counts"]["shards"])
     return store, training_sets["holdout"] + dt.timedelta(days=3)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from include.preference import tasks
-from include.preference.storage import PartitionRef, publish_directory, read_table
+from include.preference.storage import PartitionRef, read_table
+from tests.support.lake import publish_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,13 +47,9 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
         env.setenv("PREFERENCE_SEGMENT_SAMPLE_PER_STRATUM", "120")
         for d in (day, next_day):
             for table in FEATURE_TABLES:
-                folder = training_sets["root"] / "features" / table / f"dt={d.isoformat()}"
-                publish_directory(store, PartitionRef("features", table, d), folder, run_id="t", code_version="t")
+                publish_from(training_sets["lake"], PartitionRef("features", table, d), store)
         # The catalogue of the scored world on the later day (titles of recommended products).
-        catalogue = training_sets["root"] / "validated" / "products" / f"dt={next_day.isoformat()}"
-        publish_directory(
-            store, PartitionRef("validated", "products", next_day), catalogue, run_id="t", code_version="t"
-        )
+        publish_from(training_sets["lake"], PartitionRef("validated", "products", next_day), store)
 
         # The champion, registered in MLflow, and its training report (holdout metrics on the
         # holdout anchor's examples, computed by the training job's own functions).

@@ -23,7 +23,6 @@ validation).
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
 import time
@@ -322,12 +321,7 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
             local = work_dir / "training" / anchor.isoformat() / name
             lake.store.get_file(lake.prefix(target) + name, local)
             files.append(str(local))
-        parquet = lake.prefix(target, "parquet")
-        frames += [
-            pd.read_parquet(io.BytesIO(lake.store.get_bytes(o.key)))
-            for o in lake.written(target, "parquet")
-            if o.key.startswith(parquet) and o.key.endswith(".parquet")
-        ]
+        frames.append(lake.read_arrow(target).to_pandas())
     timings["training_examples"] = time.perf_counter() - mark
 
     mark = time.perf_counter()

@@ -246,6 +246,11 @@ _SPARK_PART = re.compile(r"^part-(\d+)-[0-9a-f-]{36}(?:_\d+)?[-.]c\d+(?:\.[a-z0-
 FOOTER_PROBE_BYTES = 64 * 1024
 
 
+def is_data_file(relative: str) -> bool:
+    """A file of a job's output, not a folder marker, a Spark side file or an uncommitted attempt's."""
+    return not relative.endswith("/") and not SPARK_SIDE_FILES.search(relative) and "_temporary/" not in relative
+
+
 def parquet_footer(store: ObjectStore, key: str, size: int) -> "pq.FileMetaData":
     """A Parquet object's footer (row count, schema) from one or two ranged reads of its end."""
     import pyarrow.parquet as pq
@@ -298,12 +303,7 @@ def publish_staged(
     files and folder markers are skipped; Spark's part files are renamed ``part-00000...`` in
     their order. Other files take their row count from ``rows`` (by published name) if given.
     """
-    staged = [o for o in store.list_objects(prefix) if not o.key.endswith("/")]
-    staged = [
-        o
-        for o in staged
-        if not SPARK_SIDE_FILES.search(o.key[len(prefix) :]) and "_temporary/" not in o.key[len(prefix) :]
-    ]
+    staged = [o for o in store.list_objects(prefix) if is_data_file(o.key[len(prefix) :])]
     if not staged:
         raise StorageError(f"nothing to publish from {store.uri(prefix)} for {ref.prefix}")
     names = staged_names([o.key[len(prefix) :] for o in staged])

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from include.preference.errors import PartitionNotFound
 from include.preference.storage.partitions import (
-    SPARK_SIDE_FILES,
     Manifest,
     PartitionRef,
+    is_data_file,
     parquet_bytes,
     parquet_footer,
     publish_staged,
@@ -78,10 +78,6 @@ def s3a_only(*uris: str) -> list[str]:
     return list(uris)
 
 
-def _is_data(relative: str) -> bool:
-    return not relative.endswith("/") and not SPARK_SIDE_FILES.search(relative) and "_temporary/" not in relative
-
-
 class SparkLake:
     """A Spark job's view of the lake: registered inputs, and a work area for its outputs.
 
@@ -127,7 +123,7 @@ class SparkLake:
     def written(self, ref: PartitionRef, sub: str = "") -> list[ObjectInfo]:
         """The data files written under ``ref`` (and ``sub``) in the work area."""
         prefix = self.prefix(ref, sub)
-        return [o for o in self.store.list_objects(prefix) if _is_data(o.key[len(prefix) :])]
+        return [o for o in self.store.list_objects(prefix) if is_data_file(o.key[len(prefix) :])]
 
     def files(self, ref: PartitionRef) -> list[str]:
         """The Parquet files of ``ref``: a registered input's, else what the work area holds."""

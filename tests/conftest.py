@@ -30,6 +30,7 @@ for _name in [n for n in os.environ if n.startswith(("AIRFLOW_CONN_", "AIRFLOW__
     del os.environ[_name]
 for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL", "AIRFLOW_HOME"):
     os.environ.pop(_name, None)
+_QUICK_JVM = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC -Xss4m"
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_AIRFLOW_HOME),
@@ -45,7 +46,12 @@ os.environ.update(
         # the serial collector take half the CPU of the defaults (whose optimising compiler and
         # concurrent collector threads pay off only on long runs), with the same results. The quick
         # compiler's frames are larger: ALS's deep recursion needs a 4 MB thread stack (1 MB overflows).
-        "PREFERENCE_SPARK_DRIVER_JAVA_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xss4m",
+        # The quick compiler alone gets a 48 MB code cache; a test process's driver runs hundreds of
+        # jobs, and a full cache ends in "Out of space in CodeCache for adapters": 240 MB, the default
+        # of the full compiler.
+        "PREFERENCE_SPARK_DRIVER_JAVA_OPTIONS": _QUICK_JVM,
+        # The same for the executors of the test clusters' jobs (each lives for one job).
+        "PREFERENCE_SPARK_EXECUTOR_JAVA_OPTIONS": _QUICK_JVM,
     }
 )
 

@@ -84,6 +84,12 @@ def configure_s3a(session: "SparkSession", s3: S3Settings) -> None:
         gateway.jvm.org.apache.hadoop.fs.FileSystem.closeAll()
 
 
+def _is_local(master: str | None) -> bool:
+    """Whether the session's master runs executors in the driver's JVM (``local``, ``local[...]``)."""
+    resolved = master or os.environ.get("PREFERENCE_SPARK_MASTER") or DEFAULT_MASTER
+    return resolved == "local" or resolved.startswith("local[")
+
+
 def spark_session(
     app_name: str, master: str | None = None, *, reuse_workers: bool = False, s3: S3Settings | None = None
 ) -> "SparkSession":
@@ -119,7 +125,7 @@ def spark_session(
         # which a process can do only once (see include.preference.training.launcher).
         .config("spark.python.worker.reuse", "true" if reuse_workers else "false")
     )
-    if not (master or os.environ.get("PREFERENCE_SPARK_MASTER") or DEFAULT_MASTER).startswith("local"):
+    if not _is_local(master):
         # Executors that share an address need not share a disk (containers on one host, workers in
         # mount namespaces of their own): read shuffle files through the executor that wrote them.
         builder = builder.config("spark.shuffle.readHostLocalDisk", "false")
@@ -151,6 +157,16 @@ def spark_session(
         java_options = f"-XX:SharedArchiveFile={archive} {java_options}".strip()
     if java_options:
         builder = builder.config("spark.driver.extraJavaOptions", java_options)
+    # Executors on a cluster are JVMs of their own, one per job and worker (in local mode they are
+    # the driver's threads). A worker launches them with the driver's class path in the same order,
+    # so the driver's archive serves them too where it lies at the same path (the project's image
+    # and `make install` put it there on every host); where it does not, the JVM says so and starts
+    # without it.
+    executor_options = os.environ.get("PREFERENCE_SPARK_EXECUTOR_JAVA_OPTIONS", "")
+    if archive is not None and not _is_local(master):
+        executor_options = f"-XX:SharedArchiveFile={archive} {executor_options}".strip()
+    if executor_options:
+        builder = builder.config("spark.executor.extraJavaOptions", executor_options)
     if os.environ.get("PREFERENCE_SPARK_INTERPRETED", "").lower() in ("1", "true", "yes"):
         # Evaluate expressions without generating and compiling Java code for them: for the tiny
         # data of tests, compiling costs more than it saves (same results, a third less time there);

@@ -247,8 +247,17 @@ FOOTER_PROBE_BYTES = 64 * 1024
 
 
 def is_data_file(relative: str) -> bool:
-    """A file of a job's output, not a folder marker, a Spark side file or an uncommitted attempt's."""
-    return not relative.endswith("/") and not SPARK_SIDE_FILES.search(relative) and "_temporary/" not in relative
+    """A file of a job's output, not a folder marker, a Spark side file or an uncommitted attempt's.
+
+    ``relative``: the key after the output folder's prefix; ``""`` is the folder's own marker object
+    (S3A writes one for a folder it creates, and may delete it again once files are under it).
+    """
+    return (
+        bool(relative)
+        and not relative.endswith("/")
+        and not SPARK_SIDE_FILES.search(relative)
+        and "_temporary/" not in relative
+    )
 
 
 def parquet_footer(store: ObjectStore, key: str, size: int) -> "pq.FileMetaData":

@@ -205,12 +205,69 @@ def choose_backend(rows: int, threshold: int | None = None) -> str:
     return "spark" if rows >= limit else "pandas"
 
 
+class _CompiledTemplates:
+    """Jinja's compiled Data Docs templates, kept for the process (a ``jinja2.BytecodeCache``).
+
+    GX renders every page through a view that builds a Jinja environment of its own, so each table
+    of each day compiled the same templates again: about half of a day's validation. Jinja checks
+    each entry against its template's source checksum, so a changed template is compiled again.
+    """
+
+    def __init__(self) -> None:
+        import jinja2
+
+        class Memory(jinja2.BytecodeCache):
+            def __init__(self) -> None:
+                self.compiled: dict[str, bytes] = {}
+                self.compilations = 0  # templates compiled (not found in the cache)
+
+            def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+                if (code := self.compiled.get(bucket.key)) is not None:
+                    bucket.bytecode_from_string(code)
+
+            def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+                self.compilations += 1
+                self.compiled[bucket.key] = bucket.bytecode_to_string()
+
+        self.cache = Memory()
+
+    def install(self) -> None:
+        """Every GX view made from now on in this process compiles through the shared cache."""
+        from great_expectations.render.view.view import DefaultJinjaView
+
+        made = DefaultJinjaView.__init__
+        if getattr(made, "compiled_templates", None) is self:
+            return
+        cache = self.cache
+
+        def make(view: Any, *args: Any, **kwargs: Any) -> None:
+            made(view, *args, **kwargs)
+            view.env.bytecode_cache = cache
+
+        make.compiled_templates = self  # type: ignore[attr-defined]
+        DefaultJinjaView.__init__ = make  # type: ignore[method-assign,assignment]
+
+
+_COMPILED_TEMPLATES: _CompiledTemplates | None = None
+
+
+def compiled_templates() -> _CompiledTemplates:
+    """The process's shared cache of compiled Data Docs templates, installed into GX's views."""
+    global _COMPILED_TEMPLATES
+    if _COMPILED_TEMPLATES is None:
+        _COMPILED_TEMPLATES = _CompiledTemplates()
+        _COMPILED_TEMPLATES.install()
+    return _COMPILED_TEMPLATES
+
+
 class _Suites:
     """One ephemeral GX context for the day, with a local Data Docs site, on pandas or Spark."""
 
     def __init__(self, docs_dir: Path | None, backend: str = "pandas") -> None:
         import great_expectations as gx
 
+        if docs_dir is not None:
+            compiled_templates()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.gx = gx

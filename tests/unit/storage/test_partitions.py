@@ -14,6 +14,7 @@ from include.preference.storage.partitions import (
     PartFile,
     PartitionRef,
     _version_digest,
+    is_data_file,
     parquet_bytes,
 )
 
@@ -85,3 +86,18 @@ def test_version_digest_depends_on_names_and_content_not_order():
 )
 def test_spark_side_files_are_recognised(name, skipped):
     assert bool(SPARK_SIDE_FILES.search(name)) is skipped
+
+
+@pytest.mark.parametrize(
+    "relative, data",
+    [
+        ("", False),  # the output folder's own marker object
+        ("dt=2025-03-01/", False),
+        ("dt=2025-03-01/_SUCCESS", False),
+        ("_temporary/0/task/part-00000.parquet", False),
+        ("dt=2025-03-01/part-00000-1234.c000.snappy.parquet", True),
+        ("examples.tfrecord", True),
+    ],
+)
+def test_only_a_jobs_data_files_are_published(relative, data):
+    assert is_data_file(relative) is data

@@ -247,3 +247,24 @@ def test_a_closed_day_may_be_empty(run, clean, tmp_path):
         {**clean, "events": clean["events"].iloc[0:0], "orders": clean["orders"].iloc[0:0]}, tmp_path, closed_day=True
     )
     assert result.blocking == []
+
+
+def test_data_docs_from_the_compiled_template_cache_equal_freshly_compiled_ones(clean, tmp_path):
+    from include.preference.validation.engine import compiled_templates
+
+    cache = compiled_templates().cache
+    cache.compiled.clear()
+    validate_day(DAY, clean, tmp_path / "fresh")
+    compilations = cache.compilations
+    assert cache.compiled, "no template went through the shared cache"
+    validate_day(DAY, clean, tmp_path / "cached")
+    assert cache.compilations == compilations  # every template came from the cache
+    fresh, cached = (
+        {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+        for d in (
+            tmp_path / "fresh",
+            tmp_path / "cached",
+        )
+    )
+    assert any(p.suffix == ".html" for p in fresh)
+    assert cached == fresh

@@ -245,13 +245,45 @@ def log_training(
         with tempfile.TemporaryDirectory() as scratch:
             folder = Path(scratch) / "model"
             folder.mkdir()
-            mlflow.keras.save_model(model, str(folder), signature=spec.mlflow_signature(), input_example=input_example)
+            mlflow.keras.save_model(
+                model,
+                str(folder),
+                signature=spec.mlflow_signature(),
+                input_example=input_example,
+                pip_requirements=model_requirements(),
+            )
             mlflow.log_artifacts(str(folder), "model")
         registered = mlflow.register_model(f"runs:/{run.info.run_id}/model", name)
         version = str(registered.version)
         mlflow.set_tag("registered_version", version)
     client.set_registered_model_alias(name, CHALLENGER, version)
     return LoggedModel(run.info.run_id, version, f"models:/{name}/{version}", run.info.experiment_id)
+
+
+# What loading the model needs: Keras, its TensorFlow backend, NumPy (each the first installed of its names).
+MODEL_DISTRIBUTIONS = (("keras",), ("tensorflow-cpu", "tensorflow"), ("numpy",))
+
+
+def model_requirements() -> list[str]:
+    """The model's pip requirements: the versions this process trains with, pinned.
+
+    Named rather than inferred: MLflow's inference loads the saved model in a subprocess (about
+    9 s a registration) and, failing on the project's custom layer, falls back to Keras alone,
+    without the backend the model runs on.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for names in MODEL_DISTRIBUTIONS:
+        for name in names:
+            try:
+                pinned.append(f"{name}=={version(name)}")
+                break
+            except PackageNotFoundError:
+                continue
+        else:
+            raise RuntimeError(f"none of {', '.join(names)} is installed: the model cannot be loaded")
+    return pinned
 
 
 def log_report_run(

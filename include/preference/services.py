@@ -439,7 +439,10 @@ class ServiceManager:
                 "1",
             ]
             healthy = lambda: _http_status(f"{rt.mlflow_uri}/health") == 200  # noqa: E731
-            return ServiceSpec("mlflow", command, base_env, healthy, rt.mlflow_uri, 120)
+            # Tracking and the registry only: no job runners (MLflow's GenAI jobs, several Python
+            # processes polling their queues, a quarter of the server's CPU here).
+            env = {**base_env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+            return ServiceSpec("mlflow", command, env, healthy, rt.mlflow_uri, 120)
         if name == "postgres":
             command = servers.postgres_command(self.data_dir(name), rt.ports.postgres, rt.durable)
             healthy = lambda: servers.postgres_healthy(rt.ports.postgres, rt.database_password)  # noqa: E731

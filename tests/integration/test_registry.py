@@ -10,7 +10,14 @@ import pytest
 
 from include.preference.features import spec
 from include.preference.model import build_model, feature_statistics, load_model
-from include.preference.registry import CHALLENGER, CHAMPION, current_champion, gate, log_training
+from include.preference.registry import (
+    CHALLENGER,
+    CHAMPION,
+    current_champion,
+    gate,
+    log_training,
+    model_requirements,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -96,6 +103,13 @@ def test_a_worse_model_is_registered_but_not_promoted_and_a_backfill_never_promo
     loaded = load_model(f"models:/{name}@{CHAMPION}")
     scores = loaded.predict(columns(4), verbose=0)
     assert scores.shape == (4, 1) and ((scores > 0) & (scores < 1)).all()
+    # Its environment names the backend it runs on, at the versions it was trained with.
+    import mlflow
+
+    requirements = Path(mlflow.artifacts.download_artifacts(f"runs:/{first.run_id}/model/requirements.txt"))
+    pinned = set(requirements.read_text().split())
+    assert set(model_requirements()) <= pinned
+    assert any(p.startswith(("tensorflow-cpu==", "tensorflow==")) for p in pinned), pinned
 
 
 def test_a_retried_registration_reuses_its_run_and_version(registry):

@@ -62,6 +62,11 @@ def s3a_options(s3: S3Settings) -> dict[str, str]:
         "mapreduce.fileoutputcommitter.algorithm.version": "2",
         "mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
         "fs.s3a.committer.name": "file",
+        # Every job writes into a fresh work area of its own (see SparkLake): no probe on create,
+        # mkdir or delete for a file or folder in the way can find one there.
+        "fs.s3a.performance.flags": "*",
+        # Upload blocks buffered in memory, not on the executor's disk.
+        "fs.s3a.fast.upload.buffer": "bytebuffer",
     }
 
 

@@ -153,42 +153,72 @@ def _via_pandas(run):
     return wrapped
 
 
-def product_neighbours(product_embeddings: "DataFrame", n: int = NEIGHBOURS, block: int = 4096) -> "DataFrame":
-    """Each product's ``n`` nearest products by cosine similarity of their embeddings.
+def product_neighbours(product_embeddings: "DataFrame", n: int = NEIGHBOURS, block: int = 2048) -> "DataFrame":
+    """Each product's ``n`` nearest products by cosine similarity of their embeddings, on the executors.
 
-    The product catalogue is small next to the customer base: the embeddings are collected and the
-    neighbours found in blocks with numpy on the driver.
+    The products are split into blocks of about ``block`` by a hash of their id; each pair of
+    blocks (a block with itself included) is one task, which scores its left block's products
+    against the right block's in numpy and keeps each product's ``n`` best; a window then keeps the
+    ``n`` best over all blocks. Exact, like all pairs, at a block pair's memory (``block``² floats)
+    per task; the pairs are formed by a shuffle, not a broadcast, so the embeddings never pass
+    through the driver, which learns only how many products there are. Ties go to the smaller
+    neighbour id: the result does not depend on how Spark read or partitioned the input.
     """
-    import pyarrow as pa
+    import math
 
-    spark = product_embeddings.sparkSession
-    # In product order: the same embeddings always give the same neighbours (the selection below
-    # is deterministic for a given input order), however Spark happened to read them.
-    table = product_embeddings.select(PRODUCT, EMBEDDING).toArrow().sort_by(PRODUCT)
-    ids = np.asarray(table.column(PRODUCT).to_pylist(), dtype=object)
-    if len(ids) < 2:
-        return spark.createDataFrame([], f"{PRODUCT} string, neighbour_id string, similarity float")
-    flat = table.column(EMBEDDING).combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = flat.reshape(len(ids), -1).astype(np.float32)
-    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    take = min(n, len(ids) - 1)
-    sources, targets, sims = [], [], []
-    for start in range(0, len(ids), block):
-        similarity = vectors[start : start + block] @ vectors.T
-        rows = np.arange(similarity.shape[0])
-        similarity[rows, rows + start] = -np.inf  # not its own neighbour
-        best = np.argpartition(-similarity, take - 1, axis=1)[:, :take]
-        sources.append(np.repeat(ids[start : start + block], take))
-        targets.append(ids[best.reshape(-1)])
-        sims.append(np.take_along_axis(similarity, best, axis=1).reshape(-1))
-    out = pa.table(
-        {
-            PRODUCT: pa.array(np.concatenate(sources).tolist(), pa.string()),
-            "neighbour_id": pa.array(np.concatenate(targets).tolist(), pa.string()),
-            "similarity": pa.array(np.concatenate(sims), pa.float32()),
-        }
+    import pyarrow as pa
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    schema = f"{PRODUCT} string, neighbour_id string, similarity float"
+    vectors = product_embeddings.select(PRODUCT, EMBEDDING)
+    count = vectors.count()
+    if count < 2:
+        return product_embeddings.sparkSession.createDataFrame([], schema)
+    take = min(n, count - 1)
+    blocks = max(1, math.ceil(count / block))
+    grouped = (
+        vectors.withColumn("_block", F.pmod(F.xxhash64(PRODUCT), F.lit(blocks)))
+        .groupBy("_block")
+        .agg(F.collect_list(F.struct(PRODUCT, EMBEDDING)).alias("_items"))
     )
-    return spark.createDataFrame(out.to_pandas())
+    left = grouped.select(F.col("_block").alias("_left"), F.col("_items").alias("_left_items"))
+    right = grouped.select(F.col("_block").alias("_right"), F.col("_items").alias("_right_items"))
+    # A shuffled cartesian product: a broadcast would collect every embedding on the driver first.
+    pairs = left.join(right.hint("shuffle_replicate_nl"), how="cross").repartition(blocks * blocks)
+
+    def unpack(items: "pa.ListScalar") -> tuple[np.ndarray, np.ndarray]:
+        values = items.values
+        ids = np.asarray(values.field(PRODUCT).to_pylist(), dtype=object)
+        flat = values.field(EMBEDDING).flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        # In id order: the same block gives bit-identical products whatever order Spark collected it in.
+        order = np.argsort(ids, kind="stable")
+        matrix = flat.reshape(len(ids), -1)[order]
+        return ids[order], matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+
+    def best(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+        for batch in batches:
+            for lefts, rights in zip(batch.column("_left_items"), batch.column("_right_items"), strict=True):
+                left_ids, left_vectors = unpack(lefts)
+                right_ids, right_vectors = unpack(rights)
+                similarity = left_vectors @ right_vectors.T
+                similarity[left_ids[:, None] == right_ids[None, :]] = -np.inf  # not its own neighbour
+                keep = min(take, len(right_ids))
+                # Each product's keep-th best score here; everything at least as good goes on, ties
+                # at that score included, so the window below decides them by id as a whole sort would.
+                kth = -np.partition(-similarity, keep - 1, axis=1)[:, keep - 1 : keep]
+                rows, columns = np.nonzero((similarity >= kth) & np.isfinite(similarity))
+                yield pa.RecordBatch.from_pydict(
+                    {
+                        PRODUCT: pa.array(left_ids[rows].tolist(), pa.string()),
+                        "neighbour_id": pa.array(right_ids[columns].tolist(), pa.string()),
+                        "similarity": pa.array(similarity[rows, columns], pa.float32()),
+                    }
+                )
+
+    candidates = pairs.mapInArrow(best, schema)
+    nearest = Window.partitionBy(PRODUCT).orderBy(F.col("similarity").desc(), F.col("neighbour_id"))
+    return candidates.withColumn("_rank", F.row_number().over(nearest)).where(F.col("_rank") <= take).drop("_rank")
 
 
 def candidates(

@@ -82,11 +82,13 @@ FAIL_FAST = ExceptionRetryPolicy(
             description="Where the day's raw data comes from: the synthetic marketplace, an Online Retail "
             "invoice file, a REES46 clickstream file, or CSV/Parquet files described by a mapping file.",
         ),
+        # Optional (null by default, as every optional param): a blank required-looking field would
+        # keep the UI's Trigger and Run Backfill buttons disabled on an untouched form.
         "input_path": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             description="For file sources: the file, or for 'mapped' the mapping file (a path on the worker, "
-            "or an s3:// URI in the lake bucket).",
+            "or an s3:// URI in the lake bucket). Empty for the synthetic source.",
         ),
         # Generator settings: empty (null) takes the deployment's PREFERENCE_SYNTH_* setting, so
         # scheduled, triggered and backfill runs all generate the same world unless a run overrides.
@@ -125,7 +127,7 @@ def marketplace_ingest_daily():
             run_id=run_id,
             source=params["source"],
             generator=generator,
-            input_path=params["input_path"],
+            input_path=params["input_path"] or "",
         )
 
     @task

@@ -13,11 +13,13 @@ PYTEST_ARGS ?=
 # Test processes: one per core, at most 4 (pytest-xdist), whole modules each (see tests/conftest.py); TEST_PROCESSES= runs one.
 TEST_PROCESSES ?= -n auto --maxprocesses 4 --dist loadfile
 
-.PHONY: help install browser servers demo test test-unit test-integration up down status lint format typecheck lock clean
+.PHONY: help install browser servers demo test test-unit test-integration bench up down status lint format typecheck lock clean
 
 help:
 	@echo "make demo    - install, start S3/MLflow/Airflow, run the DAG chain through Airflow, print a summary"
 	@echo "make test    - install and run the test suite (unit, DAG integrity, integration, e2e)"
+	@echo "make bench   - every benchmark at its documented size, results in .local/bench/, README table rewritten"
+	@echo "               (QUICK=1: tiny sizes, checks they run; the test suite does this too)"
 	@echo "make up | down | status - the embedded services (data under .local/)"
 	@echo "make lint | typecheck | lock | clean"
 
@@ -77,6 +79,10 @@ test-unit: install
 
 test-integration: install
 	$(PY) -m pytest -m "integration or e2e" $(PYTEST_ARGS)
+
+# Every benchmark in bench/ (see bench/run_all.py); QUICK=1 runs them at a tiny size.
+bench: install
+	$(PY) bench/run_all.py $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
 
 up: install $(PROFILE_SERVERS)
 	$(PY) -m include.preference services up

@@ -18,11 +18,11 @@ figure (the copies repeat the same customers); its time is the figure.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import tempfile
 from pathlib import Path
 
+import harness
 import numpy as np
 import pandas as pd
 from lake import running_lake
@@ -62,7 +62,7 @@ def scaled_copy(source: Path, copies: int, guest_share: float, target: Path, see
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     default_input = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail_dev.csv.gz"
     parser.add_argument("--input", type=Path, default=default_input)
     parser.add_argument("--cutoff", type=dt.date.fromisoformat, default=dt.date(2011, 9, 9))
@@ -70,7 +70,18 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--scale", type=int, default=1, help="copies of the input's customers (see above)")
     parser.add_argument("--guest-share", type=float, default=135_080 / 541_909)
-    args = parser.parse_args()
+    parser.add_argument("--training-anchors", type=int, default=Protocol.training_anchors)
+    parser.add_argument("--anchor-step-days", type=int, default=Protocol.anchor_step_days)
+    parser.add_argument("--epochs", type=int, default=Protocol.epochs)
+    # Quick: the file's first days, one anchor, one epoch: every stage runs, nothing is measured.
+    args = harness.pick(
+        parser.parse_args(),
+        cutoff=dt.date(2010, 12, 8),
+        horizon_days=3,
+        training_anchors=1,
+        anchor_step_days=3,
+        epochs=1,
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench-evaluate-") as work:
         source = args.input
@@ -78,7 +89,16 @@ def main() -> None:
             source = Path(work) / "scaled.csv.gz"
             size = scaled_copy(args.input, args.scale, args.guest_share, source)
             print(f"scaled file: {size['lines']:,} lines, {size['customers']:,} customers ({args.scale} copies)")
-        protocol = Protocol("online_retail", str(source), args.cutoff, args.horizon_days, args.k)
+        protocol = Protocol(
+            "online_retail",
+            str(source),
+            args.cutoff,
+            args.horizon_days,
+            args.k,
+            training_anchors=args.training_anchors,
+            anchor_step_days=args.anchor_step_days,
+            epochs=args.epochs,
+        )
         with running_lake(Path(work) / "lake") as (_, store):
             report = evaluate(protocol, store, Path(work) / "run")
     seconds = report["seconds"]
@@ -91,6 +111,26 @@ def main() -> None:
     print(
         f"recall@{args.k}: model {model:.4f}, best baseline {best} {baseline:.4f}: "
         f"ratio {model / baseline:.2f} (goal {TARGET_RATIO})"
+    )
+    ratios = {
+        f"model / {best} recall@{args.k}": model / baseline,
+        "time / 20 minutes": seconds["total"] / BUDGET_SECONDS,
+    }
+    size = f"{report['data']['days']} days, {report['n_eval_customers']} evaluated customers"
+    if args.scale > 1:
+        size += f", the file {args.scale} times over"
+    harness.record(
+        "bench_evaluate",
+        args,
+        title=f"the evaluate protocol on {args.input.name} (import, validation, features, examples, training, "
+        f"scoring, baselines): the model's recall@{args.k} / the best baseline's; its time / 20 minutes",
+        result=f"{model / baseline:.2f}x ({model:.3f} vs {best} {baseline:.3f}); {seconds['total']:.0f} s = "
+        f"{seconds['total'] / BUDGET_SECONDS:.2f}x of 20 min ({size})",
+        ratios=ratios,
+        goal=f"at least {TARGET_RATIO}x; under 20 minutes",
+        met=model / baseline >= TARGET_RATIO and seconds["total"] <= BUDGET_SECONDS,
+        seconds=seconds,
+        sizes={"days": report["data"]["days"], "evaluated_customers": report["n_eval_customers"], "scale": args.scale},
     )
 
 

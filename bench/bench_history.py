@@ -17,7 +17,6 @@ customers first (as ``bench_evaluate.py --scale``).
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import multiprocessing
 import tempfile
@@ -26,6 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from functools import reduce
 from pathlib import Path
 
+import harness
 import pandas as pd
 import pyarrow.parquet as pq
 from bench_evaluate import scaled_copy
@@ -75,13 +75,15 @@ def features_of(lake, day: dt.date) -> dict[str, pd.DataFrame]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     default_input = Path(__file__).resolve().parents[2] / "shared" / "data" / "online_retail_dev.csv.gz"
     parser.add_argument("--input", type=Path, default=default_input)
     parser.add_argument("--days", type=int, default=120)
     parser.add_argument("--scale", type=int, default=1)
     parser.add_argument("--skip-per-day-validation", action="store_true", help="reuse ours for both builds")
-    args = parser.parse_args()
+    parser.add_argument("--processes", type=int, default=2, help="validation processes (forked) for both ways")
+    # Quick: in this process (no fork of a process already running Spark or TensorFlow).
+    args = harness.pick(parser.parse_args(), days=2, processes=1)
 
     with tempfile.TemporaryDirectory(prefix="bench-history-") as work:
         source = args.input
@@ -97,15 +99,20 @@ def main() -> None:
         ours_root = SparkLake(store, "_work/bench-history/")
 
         start = time.perf_counter()
-        counts = stage_validated("online_retail", source, days, ours_root, processes=2)
+        counts = stage_validated("online_retail", source, days, ours_root, processes=args.processes)
         ours = time.perf_counter() - start
         rows = sum(c["rows_in"] for c in counts.values())
         print(f"validation, {len(days)} days ({rows:,} rows in): ours {ours:.1f}s")
+        alone = None
         if not args.skip_per_day_validation:
             start = time.perf_counter()
-            with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork")) as pool:
-                n = len(days)
-                validated = sum(pool.map(validate_alone, ["online_retail"] * n, [source] * n, days, [alone_root] * n))
+            n = len(days)
+            inputs = (["online_retail"] * n, [source] * n, days, [alone_root] * n)
+            if args.processes > 1:
+                with ProcessPoolExecutor(args.processes, mp_context=multiprocessing.get_context("fork")) as pool:
+                    validated = sum(pool.map(validate_alone, *inputs))
+            else:
+                validated = sum(map(validate_alone, *inputs))
             alone = time.perf_counter() - start
             assert validated == sum(c["validated"] for c in counts.values()), "validated rows differ"
             print(f"validation day by day {alone:.1f}s: {alone / ours:.1f}x ours")
@@ -132,8 +139,28 @@ def main() -> None:
             pd.testing.assert_frame_equal(frame, expected[table], obj=table)
         print(f"full feature build as of day {len(days)}: one scan {one_scan:.1f}s, union of per-day reads")
         print(f"  {unions:.1f}s: {unions / one_scan:.1f}x one scan (same features)")
-        spark.stop()
         lake_context.__exit__(None, None, None)
+    ratios = {"union of per-day reads / one scan": unions / one_scan}
+    if alone is not None:
+        ratios = {"validation day by day / a month per run": alone / ours, **ratios}
+    harness.record(
+        "bench_history",
+        args,
+        title=f"a history file ({len(days)} days of {args.input.name}): validation day by day / a month per suite "
+        "run; a full feature build from a union of per-day reads / one scan (same rows, same features)",
+        result="; ".join(f"{value:.1f}x" for value in ratios.values())
+        + f" ({rows:,} rows; validation {ours:.1f} s, features {one_scan:.1f} s ours)",
+        ratios=ratios,
+        goal="each at least 2x",
+        met=min(ratios.values()) >= 2,
+        seconds={
+            "validation_ours": ours,
+            "validation_day_by_day": alone or 0.0,
+            "features_one_scan": one_scan,
+            "features_unions": unions,
+        },
+        sizes={"days": len(days), "rows": rows, "scale": args.scale},
+    )
 
 
 if __name__ == "__main__":

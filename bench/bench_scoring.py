@@ -16,11 +16,11 @@ Prints seconds and the ratios scoring / no-op (goal at most 1.3) and pandas / ar
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -74,10 +74,10 @@ def main() -> None:
     from include.preference.scoring.handle import ModelHandle
     from include.preference.spark import spark_session
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    args = harness.pick(parser.parse_args(), rows=2_000, repeats=1)
 
     spark = spark_session("bench-scoring", reuse_workers=True)
     dim = ModelConfig().embedding_dim
@@ -110,6 +110,23 @@ def main() -> None:
     print(
         f"scoring (mapInArrow) / no-op = {best['arrow'] / best['no-op']:.2f}x (goal <= 1.3); "
         f"mapInPandas / mapInArrow = {best['pandas'] / best['arrow']:.2f}x"
+    )
+    ratios = {
+        "scoring / no-op": best["arrow"] / best["no-op"],
+        "mapInPandas / mapInArrow": best["pandas"] / best["arrow"],
+    }
+    harness.record(
+        "bench_scoring",
+        args,
+        title=f"embedding scoring of {args.rows:,} customers in Spark (mapInArrow) / a Spark pass over the same rows "
+        "doing no work; mapInPandas / mapInArrow",
+        result=f"{ratios['scoring / no-op']:.2f}x ({args.rows / best['arrow']:,.0f} rows/s); "
+        f"{ratios['mapInPandas / mapInArrow']:.2f}x",
+        ratios=ratios,
+        goal="scoring at most 1.3x the no-op",
+        met=ratios["scoring / no-op"] <= 1.3,
+        seconds=best,
+        sizes={"rows": args.rows, "embedding_dim": dim},
     )
 
 

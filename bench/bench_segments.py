@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/bench_segments.py [--rows 1000000] [--dim 32] [--centroids 20]
 
-All three read the same Parquet file of ``rows`` embeddings (``array<float>``) and produce, for
-every row, its nearest centroid by L1 distance:
+All three read the same Parquet file of ``rows`` model embeddings (``array<float>``, ``dim`` wide)
+and produce, for every row, its nearest centroid by L1 distance in the segment space (the
+embedding's taste part scaled to unit length, :func:`include.preference.segments.assign.segment_space`;
+the centroids live there):
 
-* naive: ``crossJoin`` with the broadcast centroids, a Python UDF for the L1 distance of each
-  (row, centroid) pair, ``row_number`` over a window per row to keep the nearest;
+* naive: ``crossJoin`` with the broadcast centroids, a Python UDF taking each (row, centroid) pair
+  to the segment space and its L1 distance, ``row_number`` over a window per row to keep the nearest;
 * ours: ``mapInArrow`` with the block-wise vectorized numpy kernel
   (:func:`include.preference.segments.jobs.assign_frame`), written to Parquet;
 * numpy: one process, read the file with pyarrow, the same kernel, write Parquet.
@@ -17,11 +19,11 @@ The naive path runs on a slice (``--naive-rows``) and is scaled linearly: it is 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
+import harness
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,12 +43,12 @@ def make_input(path: Path, rows: int, dim: int, seed: int = 0) -> None:
 
 
 def run_numpy(source: Path, target: Path, centroids: np.ndarray) -> float:
-    from include.preference.segments.assign import nearest_l1
+    from include.preference.segments.assign import nearest_l1, segment_space
 
     start = time.perf_counter()
     table = pq.read_table(source)
     flat = table.column("embedding").combine_chunks().flatten().to_numpy()
-    index, distance = nearest_l1(flat.reshape(table.num_rows, -1), centroids)
+    index, distance = nearest_l1(segment_space(flat.reshape(table.num_rows, -1)), centroids)
     out = pa.table(
         {"customer_id": table.column("customer_id"), "cluster_id": index.astype(np.int64), "l1_distance": distance}
     )
@@ -69,9 +71,13 @@ def run_naive(spark, source: Path, target: Path, centroids: np.ndarray, rows: in
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
+    taste = len(centroids[0])
+
     @F.udf(T.DoubleType())
     def l1(a, b):
-        return float(sum(abs(x - y) for x, y in zip(a, b, strict=True)))
+        part = a[:taste]
+        norm = sum(x * x for x in part) ** 0.5 or 1.0
+        return float(sum(abs(x / norm - y) for x, y in zip(part, b, strict=True)))
 
     start = time.perf_counter()
     frame = spark.read.parquet(str(source)).limit(rows)
@@ -90,16 +96,19 @@ def run_naive(spark, source: Path, target: Path, centroids: np.ndarray, rows: in
 
 
 def main() -> None:
+    from include.preference.model import TASTE_DIM, ModelConfig
+    from include.preference.segments.assign import segment_space
     from include.preference.spark import spark_session
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument("--dim", type=int, default=ModelConfig().embedding_dim, help="the model's embedding width")
     parser.add_argument("--centroids", type=int, default=20)
     parser.add_argument("--naive-rows", type=int, default=50_000)
-    args = parser.parse_args()
+    args = harness.pick(parser.parse_args(), rows=5_000, naive_rows=1_000)
 
-    centroids = np.random.default_rng(1).normal(size=(args.centroids, args.dim)).astype(np.float32)
+    # Centroids are points of the segment space: unit-length tastes.
+    centroids = segment_space(np.random.default_rng(1).normal(size=(args.centroids, TASTE_DIM)).astype(np.float32))
     spark = spark_session("bench-segments", reuse_workers=True)
     with tempfile.TemporaryDirectory(prefix="bench-segments-") as work:
         work_dir = Path(work)
@@ -113,11 +122,25 @@ def main() -> None:
         check = pq.read_table(work_dir / "ours0").to_pandas().sort_values("customer_id")
         expected = pq.read_table(work_dir / "numpy0.parquet").to_pandas().sort_values("customer_id")
         assert (check["cluster_id"].to_numpy() == expected["cluster_id"].to_numpy()).all(), "ours and numpy disagree"
-    print(f"{args.rows:,} x {args.dim} embeddings, {args.centroids} centroids, L1")
+    print(f"{args.rows:,} x {args.dim} embeddings, {args.centroids} centroids, L1 over the {TASTE_DIM}-wide taste part")
     print(f"  naive (crossJoin + Python UDF + row_number): {naive:8.1f} s (from {naive_rows:,} rows, scaled)")
     print(f"  ours  (mapInArrow + vectorized numpy)      : {ours:8.1f} s")
     print(f"  numpy (one process)                        : {numpy_seconds:8.1f} s")
     print(f"naive / ours = {naive / ours:.1f}x (goal >= 40); ours / numpy = {ours / numpy_seconds:.2f}x (goal <= 2)")
+    ratios = {"naive / ours": naive / ours, "ours / numpy": ours / numpy_seconds}
+    harness.record(
+        "bench_segments",
+        args,
+        title=f"L1 re-assignment, {args.rows:,} embeddings to {args.centroids} centroids in the segment space: "
+        "naive Spark (crossJoin + Python UDF + row_number) / ours (mapInArrow + numpy); ours / numpy alone",
+        result=f"{ratios['naive / ours']:.0f}x ({naive:.1f} s vs {ours:.1f} s); {ratios['ours / numpy']:.2f}x "
+        f"(numpy {numpy_seconds:.1f} s)",
+        ratios=ratios,
+        goal="at least 40x; at most 2x",
+        met=ratios["naive / ours"] >= 40 and ratios["ours / numpy"] <= 2,
+        seconds={"naive": naive, "ours": ours, "numpy": numpy_seconds},
+        sizes={"rows": args.rows, "dim": args.dim, "centroids": args.centroids, "naive_rows": naive_rows},
+    )
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ against without it, and the ratio.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
+
+import harness  # noqa: E402
 
 from include.preference.spark import DEFAULT_CLASS_ARCHIVE  # noqa: E402
 
@@ -40,9 +41,9 @@ def start_seconds(archive: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = harness.pick(parser.parse_args(), repeat=1)
     if not DEFAULT_CLASS_ARCHIVE.is_file():
         raise SystemExit(f"{DEFAULT_CLASS_ARCHIVE} is missing: run `make install` first")
     without = min(start_seconds("none") for _ in range(args.repeat))
@@ -51,6 +52,19 @@ def main() -> None:
     print(f"without the class archive: {without:6.1f} s")
     print(f"with the class archive:    {with_archive:6.1f} s")
     print(f"ratio (without / with):    {without / with_archive:6.2f}x")
+    ratio = without / with_archive
+    harness.record(
+        "bench_spark_start",
+        args,
+        title="a task's Spark driver, fresh process to the end of its first job (Parquet round trip, "
+        "aggregation): without / with the class archive",
+        result=f"{ratio:.2f}x ({without:.1f} s vs {with_archive:.1f} s, best of {args.repeat})",
+        ratios={"without / with the archive": ratio},
+        goal="at least 1.2x",
+        met=ratio >= 1.2,
+        seconds={"without": without, "with": with_archive},
+        sizes={"repeat": args.repeat},
+    )
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ contract costs little beyond the bytes themselves.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
 import tempfile
 import time
 from pathlib import Path
 
+import harness
 import pyarrow.parquet as pq
 from lake import running_lake
 
@@ -35,10 +35,10 @@ def best_of(repeat: int, action) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--sessions", type=int, default=60_000, help="synthetic sessions in the day")
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = harness.pick(parser.parse_args(), sessions=300, repeat=1)
 
     config = SyntheticConfig(customers=50_000, products=5_000, sessions_per_day=args.sessions)
     day = dt.date(2025, 6, 7)
@@ -65,6 +65,20 @@ def main() -> None:
     print(f"{'plain get_object + parse':38s} {plain_get:8.3f} {1.0:7.2f}")
     print(f"{'read_table (via manifest)':38s} {manifest_read:8.3f} {manifest_read / plain_get:7.2f}")
     print(f"publish overhead ratio: {publish / plain_put:.2f}x   read overhead ratio: {manifest_read / plain_get:.2f}x")
+    ratios = {"publish / plain put": publish / plain_put, "manifest read / plain get": manifest_read / plain_get}
+    harness.record(
+        "bench_storage",
+        args,
+        title="a day's events published as a partition (version folder, manifest, clean-up) / serialised and put; "
+        "read through the manifest / a plain get",
+        result=f"{ratios['publish / plain put']:.2f}x, {ratios['manifest read / plain get']:.2f}x "
+        f"({rows:,} events, {len(body) / 1e6:.1f} MB Parquet, SeaweedFS)",
+        ratios=ratios,
+        goal="each at most 1.5x",
+        met=max(ratios.values()) <= 1.5,
+        seconds={"plain put": plain_put, "publish": publish, "plain get": plain_get, "manifest read": manifest_read},
+        sizes={"events": rows, "parquet_bytes": len(body)},
+    )
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ and which backend the pipeline picks for a day of this size.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import tempfile
 import time
 from pathlib import Path
+
+import harness
 
 from include.preference.sources.synthetic import SyntheticConfig, generate_day_frames
 from include.preference.validation import validate_day
@@ -21,10 +22,10 @@ from include.preference.validation.engine import SPARK_ROWS_DEFAULT, choose_back
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = harness.parser(__doc__)
     parser.add_argument("--sessions", type=int, default=270_000)
     parser.add_argument("--backends", default="pandas,spark")
-    args = parser.parse_args()
+    args = harness.pick(parser.parse_args(), sessions=300, backends="pandas,spark")
 
     day = dt.date(2025, 6, 7)  # a Saturday: the busiest weekday
     tables = generate_day_frames(
@@ -48,12 +49,27 @@ def main() -> None:
             f"{backend:7s} {seconds[backend]:8.1f}s  {events / seconds[backend]:10,.0f} events/s  "
             f"(quarantined {quarantined:,})"
         )
-    if {"pandas", "spark"} <= set(seconds):
-        print(f"spark / pandas time ratio: {seconds['spark'] / seconds['pandas']:.2f}x")
+    picked = choose_backend(events)
     print(
-        f"backend the pipeline picks for {events:,} events: {choose_backend(events)} "
+        f"backend the pipeline picks for {events:,} events: {picked} "
         f"(spark from {SPARK_ROWS_DEFAULT:,} rows; PREFERENCE_VALIDATION_SPARK_ROWS)"
     )
+    if {"pandas", "spark"} <= set(seconds):
+        ratio = seconds["spark"] / seconds["pandas"]
+        print(f"spark / pandas time ratio: {ratio:.2f}x")
+        faster = "spark" if ratio < 1 else "pandas"
+        harness.record(
+            "bench_validation",
+            args,
+            title="a day's suites (casting, every rule, Data Docs) on Spark / on pandas",
+            result=f"{ratio:.2f}x ({events:,} events; {events / seconds['pandas']:,.0f} events/s on pandas); "
+            f"the pipeline picks {picked} for this size",
+            ratios={"spark / pandas": ratio},
+            goal="the pipeline picks the faster backend for this size",
+            met=picked == faster,
+            seconds=seconds,
+            sizes={"events": events, "rows": rows},
+        )
 
 
 if __name__ == "__main__":

@@ -71,3 +71,13 @@ def test_evaluate_writes_the_report_contract_on_online_retail(s3_service, store,
     value = report["slices"]["model"]["value_tier"]
     assert set(value) <= {"low", "mid", "high"} and len(value) >= 2
     assert sum(s["customers"] for s in value.values()) == report["n_eval_customers"]
+    # The propensity as a decision: a threshold from the newest training anchor (before the cutoff),
+    # its confusion matrix over every scored candidate.
+    decision = report["threshold_metrics"]
+    assert max(report["training"]["anchors"]) == decision["validation_anchor"] < CUTOFF.isoformat()
+    cells = ("true_positives", "false_positives", "false_negatives", "true_negatives")
+    assert sum(decision[c] for c in cells) == report["candidates"]["scored_pairs"]
+    assert 0.0 < decision["threshold"] < 1.0 and 0.0 <= decision["f1"] <= 1.0
+    assert decision["accuracy"] == (decision["true_positives"] + decision["true_negatives"]) / sum(
+        decision[c] for c in cells
+    )

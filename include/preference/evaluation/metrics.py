@@ -2,6 +2,9 @@
 
 * classification, over scored (customer, product) examples: ROC AUC, PR AUC (average precision),
   log loss;
+* the propensity as a decision ("will buy in the horizon: yes/no"): the threshold that maximises F1
+  on a validation split (never the split it is then measured on), and at that threshold accuracy,
+  precision, recall, F1 and the confusion matrix;
 * ranking, per evaluated customer, over a top-K list against the set of products the customer
   bought in the horizon: recall@K (share of the bought products found), precision@K (share of the
   K slots that were bought), NDCG@K (binary gains, discounted by log2 of the rank), hit@K (at least
@@ -33,6 +36,73 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
         "log_loss": float(log_loss(labels, scores, labels=[0.0, 1.0])),
         "examples": float(labels.size),
         "positive_rate": float(labels.mean()),
+    }
+
+
+def f1_threshold(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """The score threshold (predict "buys" when ``score >= threshold``) with the highest F1 on
+    ``labels``, and that F1. Of thresholds with equal F1 the highest wins (fewer false alarms).
+
+    Call it on a validation split; :func:`threshold_metrics` then measures the threshold elsewhere.
+    """
+    labels = np.asarray(labels, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    positives = float(labels.sum())
+    if labels.size == 0 or positives == 0:
+        raise ValueError(f"choosing a threshold needs positive labels; got {labels.size} labels, none positive")
+    order = np.argsort(-scores, kind="mergesort")
+    ranked, hits = scores[order], labels[order]
+    # Each distinct score is a candidate threshold: everything scored at or above it is predicted 1.
+    last_of_each = np.r_[ranked[1:] != ranked[:-1], True]
+    true_pos = np.cumsum(hits)[last_of_each]
+    predicted = (np.arange(1, labels.size + 1, dtype=np.float64))[last_of_each]
+    f1 = 2.0 * true_pos / (predicted + positives)
+    best = float(f1.max())
+    # Candidates run from the highest score down: the first with the best F1 is the highest threshold.
+    index = int(np.flatnonzero(f1 == best)[0])
+    return {"threshold": float(ranked[last_of_each][index]), "f1": best}
+
+
+def threshold_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 and the confusion matrix of ``score >= threshold`` as the
+    prediction "buys". Precision is 0 when nothing is predicted; recall 0 when nothing was bought."""
+    labels = np.asarray(labels, dtype=np.float64) == 1.0
+    predicted = np.asarray(scores, dtype=np.float64) >= threshold
+    if labels.size == 0:
+        raise ValueError("threshold metrics need at least one labelled example")
+    tp = int(np.sum(predicted & labels))
+    fp = int(np.sum(predicted & ~labels))
+    fn = int(np.sum(~predicted & labels))
+    tn = int(np.sum(~predicted & ~labels))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "threshold": float(threshold),
+        "accuracy": (tp + tn) / labels.size,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "true_positives": float(tp),
+        "false_positives": float(fp),
+        "false_negatives": float(fn),
+        "true_negatives": float(tn),
+    }
+
+
+def decision_metrics(
+    validation_labels: np.ndarray,
+    validation_scores: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+) -> dict[str, float]:
+    """:func:`threshold_metrics` on (``labels``, ``scores``) at the threshold that maximises F1 on the
+    validation split, with that split's size and F1 (``validation_*``)."""
+    chosen = f1_threshold(validation_labels, validation_scores)
+    return {
+        **threshold_metrics(labels, scores, chosen["threshold"]),
+        "validation_f1": chosen["f1"],
+        "validation_examples": float(np.asarray(validation_labels).size),
     }
 
 

@@ -12,7 +12,10 @@
 3. build the training examples of those anchors and train the model (the DAG's trainer);
 4. for every evaluated customer, score candidates as of ``D``: the customer's own past products and
    the most popular products; rank by the model's propensity;
-5. compare with the baselines (popularity, buy-again, ALS) on the same customers and truth.
+5. compare with the baselines (popularity, buy-again, ALS) on the same customers and truth;
+6. the propensity as a decision (``decision``): the threshold that maximises F1 on the newest
+   training anchor's examples (labels end by ``D``; the evaluated window is never looked at), and
+   accuracy, precision, recall, F1 and the confusion matrix of the scored candidates at it.
 
 Evaluated customers: a purchase before (or on) the cutoff and one in the window ``(D, D + H]``.
 Truth: the set of products each bought in the window. Purchases are validated order lines that are
@@ -39,6 +42,7 @@ from include.preference.evaluation.metrics import (
     CUSTOMER,
     PRODUCT,
     classification_metrics,
+    decision_metrics,
     ranking_metrics,
     sliced_ranking_metrics,
     top_k,
@@ -285,7 +289,7 @@ def evaluate(
 def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "SparkSession | None") -> dict[str, Any]:
     from include.preference.features.build import build_features
     from include.preference.features.examples import ExampleSettings, build_training_examples
-    from include.preference.model import feature_statistics
+    from include.preference.model import feature_statistics, load_model, predict_frame
     from include.preference.spark import spark_session
     from include.preference.storage.partitions import PartitionRef
     from include.preference.training.trainer import TrainSettings, train
@@ -351,6 +355,15 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
     labels = scored.merge(truth.assign(_bought=1.0), on=[CUSTOMER, PRODUCT], how="left")["_bought"].fillna(0.0)
     model_metrics: dict[str, float] = dict(ranking_metrics(recommended, truth, protocol.k))
     model_metrics["auc"] = classification_metrics(labels.to_numpy(), scored["score"].to_numpy())["auc"]
+    # The decision threshold comes from the newest training anchor's examples, before the cutoff.
+    newest = max(range(len(anchors)), key=lambda i: anchors[i])
+    validation = frames[newest]
+    decision = decision_metrics(
+        validation[spec.LABEL].to_numpy(),
+        predict_frame(load_model(str(result.model_path)), validation),
+        labels.to_numpy(),
+        scored["score"].to_numpy(),
+    )
     baseline_lists = {
         "popularity": baselines.popularity(history, evaluated, protocol.cutoff, protocol.k),
         "buy_again": baselines.buy_again(history, evaluated, protocol.cutoff, protocol.k),
@@ -365,6 +378,7 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
         "protocol": protocol.describe(),
         "n_eval_customers": len(evaluated),
         "model": model_metrics,
+        "threshold_metrics": {**decision, "validation_anchor": anchors[newest].isoformat()},
         "baselines": baseline_metrics,
         "slices": {
             name: sliced_ranking_metrics(recs, truth, protocol.k, slices["customer"])

@@ -13,6 +13,11 @@ For the run of day D with horizon H:
   customer's holdout candidates (their positives and sampled negatives), for the model, the current
   champion and the baselines that need no extra data (popularity, buy-again) on the same rows, also
   per RFM value tier and new vs returning customer (``evaluation.slices``);
+* the propensity as a decision: the threshold that maximises F1 on the validation split, the
+  examples of the newest training anchor (its labels end on the holdout's anchor: before the
+  holdout, never the holdout itself), then accuracy, precision, recall, F1 and the confusion matrix
+  on the holdout at that threshold. The model has trained on that split, so its F1 there
+  (``validation_f1``) runs higher than the holdout's;
 * MLflow run, registered version aliased ``challenger``, and the gate (a backfill never promotes);
 * a report (``reports/training/dt=D/``: metrics JSON and plots) published with its manifest.
 """
@@ -33,6 +38,7 @@ from include.preference.evaluation.metrics import (
     CUSTOMER,
     PRODUCT,
     classification_metrics,
+    decision_metrics,
     ranking_metrics,
     sliced_ranking_metrics,
     top_k,
@@ -176,6 +182,14 @@ def run_training_job(
         model = load_model(model_file)
         scores = predict_frame(model, holdout)
         metrics = holdout_scores(holdout, scores, k)
+        validation = read_table(store, training_refs[-1], columns=[*spec.BY_NAME, spec.LABEL]).to_pandas()
+        at_threshold = decision_metrics(
+            validation[spec.LABEL].to_numpy(),
+            predict_frame(model, validation),
+            holdout[spec.LABEL].to_numpy(),
+            scores,
+        )
+        del validation
         baselines = baseline_scores(holdout, k)
         slices = holdout_slices(holdout, {"model": scores, **baseline_rankings(holdout)}, k, settings.sampling_seed)
         plots = evaluation_plots(holdout[spec.LABEL].to_numpy(), scores, chief["epochs"], scratch / "plots")
@@ -202,6 +216,7 @@ def run_training_job(
             },
             metrics={
                 **{f"holdout_{key}": value for key, value in metrics.items()},
+                **{f"threshold_{key}": value for key, value in at_threshold.items()},
                 **{f"{b}_{key}": value for b, values in baselines.items() for key, value in values.items()},
                 **{
                     f"holdout_recall_at_k_{slicing}_{label}": values["recall_at_k"]
@@ -243,6 +258,7 @@ def run_training_job(
             "champion_version": str(champion.version) if champion is not None else None,
             "gate": decision.to_dict(),
             "holdout": metrics,
+            "threshold_metrics": {**at_threshold, "validation_anchor": anchors[-1].isoformat()},
             "baselines": baselines,
             "slices": slices,
             "anchors": [a.isoformat() for a in anchors],

@@ -171,6 +171,8 @@ class Outputs:
             "trained_on": chosen["date"],
             "version": chosen["version"],
             "holdout": chosen["holdout"],
+            # Reports written before the threshold metrics have none.
+            "threshold_metrics": chosen.get("threshold_metrics"),
             "baselines": chosen["baselines"],
             "gate": chosen["gate"],
             "mlflow_run_id": chosen["mlflow_run_id"],

@@ -8,7 +8,10 @@ import json
 
 import pytest
 
-from include.preference.storage import PartitionRef, list_partitions, read_file
+from include.preference.evaluation.metrics import f1_threshold
+from include.preference.features import spec
+from include.preference.model import load_model, predict_frame
+from include.preference.storage import PartitionRef, list_partitions, read_file, read_table
 from include.preference.tasks import train_model
 from tests.support.lake import publish_from
 
@@ -45,6 +48,20 @@ def test_training_job_registers_gates_and_a_backfill_never_promotes(published_tr
         counts = {name: sum(s["customers"] for s in groups.values()) for name, groups in slicings.items()}
         assert counts["value_tier"] == counts["new_vs_returning"] > 0
     assert len(backfill["anchors"]) == 3 and backfill["holdout_anchor"] == (day - dt.timedelta(days=3)).isoformat()
+    # The decision threshold: chosen on the newest training anchor's examples with this model's
+    # scores, measured on the holdout; the holdout's labels play no part in choosing it.
+    decision = backfill["threshold_metrics"]
+    assert decision["validation_anchor"] == backfill["anchors"][-1] < backfill["holdout_anchor"]
+    validation = read_table(store, PartitionRef("training", "", dt.date.fromisoformat(decision["validation_anchor"])))
+    frame = validation.to_pandas()
+    model = load_model(f"models:/{backfill['model']}/{backfill['version']}")
+    chosen = f1_threshold(frame[spec.LABEL].to_numpy(), predict_frame(model, frame))
+    assert decision["threshold"] == pytest.approx(chosen["threshold"], abs=1e-6)
+    assert decision["validation_f1"] == pytest.approx(chosen["f1"], abs=1e-6)
+    holdout = read_table(store, PartitionRef("training", "", dt.date.fromisoformat(backfill["holdout_anchor"])))
+    confusion = ("true_positives", "false_positives", "false_negatives", "true_negatives")
+    assert sum(decision[key] for key in confusion) == holdout.num_rows
+    assert decision["true_positives"] + decision["false_negatives"] == sum(holdout[spec.LABEL].to_pylist())
 
     # A retry of the same run reuses the finished training (checkpoint) and the registered version.
     again = train_model(day, run_id="backfill__1", backfill=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +28,8 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
     from mlflow.tracking import MlflowClient
 
     from include.preference.config import load_settings
+    from include.preference.evaluation.metrics import decision_metrics
+    from include.preference.features import spec
     from include.preference.model import load_model, predict_frame
     from include.preference.registry import CHAMPION, CHAMPION_SINCE, decide
     from include.preference.training.jobs import baseline_scores, holdout_scores, publish_training_report
@@ -64,6 +67,13 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
         holdout = training_sets["frame"](day)
         metrics = holdout_scores(holdout, predict_frame(model, holdout), 10)
         baselines = baseline_scores(holdout, 10)
+        validation = training_sets["frame"](training_sets["train"][-1])
+        decision = decision_metrics(
+            validation[spec.LABEL].to_numpy(),
+            predict_frame(model, validation),
+            holdout[spec.LABEL].to_numpy(),
+            predict_frame(model, holdout),
+        )
         gate = decide(metrics["recall_at_k"], None, {b: v["recall_at_k"] for b, v in baselines.items()}, backfill=False)
         summary = {
             "date": day.isoformat(),
@@ -74,6 +84,7 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
             "champion_version": str(version.version),
             "gate": gate.to_dict(),
             "holdout": metrics,
+            "threshold_metrics": {**decision, "validation_anchor": training_sets["train"][-1].isoformat()},
             "baselines": baselines,
         }
         publish_training_report(store, load_settings(), day, summary, [], run_id="t", upstream=[])
@@ -94,6 +105,7 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
             "day": day,
             "next_day": next_day,
             "version": str(version.version),
+            "holdout_rows": len(holdout),
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,
             "mlflow_uri": mlflow_service.mlflow_uri,
@@ -195,6 +207,15 @@ def test_pages_show_the_data_and_the_api_is_documented(published, api):
     page = api.get("/ui")
     assert page.status_code == 200
     assert f'id="champion-version">{published["version"]}<' in page.text
+    # The propensity as a decision: the threshold and the holdout's confusion matrix as published.
+    decision = api.get("/api/model").json()["threshold_metrics"]
+    assert f'id="decision-threshold">{decision["threshold"]:.3f}<' in page.text
+    confusion = re.search(r'<table id="confusion">(.*?)</table>', page.text, re.S)
+    assert confusion is not None
+    cells = [int(c) for c in re.findall(r"<td>(\d+)</td>", confusion.group(1))]
+    order = ("true_positives", "false_negatives", "false_positives", "true_negatives")
+    assert cells == [int(decision[k]) for k in order]
+    assert sum(cells) == published["holdout_rows"]
     assert "Customers segments" in page.text and "RFM value tiers" in page.text
     customer_id = read_table(published["store"], PartitionRef("scores", "recommendations", published["next_day"]))[
         "customer_id"

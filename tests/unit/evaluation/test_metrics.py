@@ -12,9 +12,12 @@ import pytest
 from include.preference.evaluation.baselines import buy_again, popular_products, popularity
 from include.preference.evaluation.metrics import (
     classification_metrics,
+    decision_metrics,
+    f1_threshold,
     per_customer_ranking,
     ranking_metrics,
     sliced_ranking_metrics,
+    threshold_metrics,
     top_k,
 )
 
@@ -75,6 +78,51 @@ def test_classification_metrics_and_one_class_error():
     assert metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.9, 0.6, 0.35, 0.8])))
     with pytest.raises(ValueError, match="both classes"):
         classification_metrics(np.array([1, 1]), np.array([0.2, 0.3]))
+
+
+def test_f1_threshold_by_hand_and_ties_to_the_higher_threshold():
+    labels = np.array([1, 0, 1, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.2, 0.1])
+    # At 0.9: P=1, R=.5, F1=2/3; at 0.8: 2/4=.5; at 0.7: TP 2, predicted 3 -> 4/5; lower: worse.
+    assert f1_threshold(labels, scores) == {"threshold": 0.7, "f1": pytest.approx(0.8)}
+    # Equal scores are one candidate: 0.5 predicts both or neither.
+    assert f1_threshold(np.array([1, 0]), np.array([0.5, 0.5]))["threshold"] == 0.5
+    # Two thresholds with F1 2/3 each (0.9: TP1 of 1 predicted; 0.4: TP2 of 4): the higher is kept.
+    tie = f1_threshold(np.array([1, 0, 0, 1, 0]), np.array([0.9, 0.6, 0.5, 0.4, 0.1]))
+    assert tie == {"threshold": 0.9, "f1": pytest.approx(2 / 3)}
+    with pytest.raises(ValueError, match="none positive"):
+        f1_threshold(np.array([0, 0]), np.array([0.1, 0.2]))
+
+
+def test_threshold_metrics_and_confusion_matrix():
+    labels = np.array([1, 1, 0, 0, 1, 0])
+    scores = np.array([0.9, 0.3, 0.6, 0.1, 0.5, 0.2])
+    out = threshold_metrics(labels, scores, 0.5)  # predicted: 1 0 1 0 1 0
+    confusion = ("true_positives", "false_positives", "false_negatives", "true_negatives")
+    assert tuple(out[key] for key in confusion) == (2, 1, 1, 2)
+    assert out["accuracy"] == pytest.approx(4 / 6) and out["precision"] == pytest.approx(2 / 3)
+    assert out["recall"] == pytest.approx(2 / 3) and out["f1"] == pytest.approx(2 / 3)
+    nothing = threshold_metrics(labels, scores, 0.95)
+    assert nothing["precision"] == 0.0 and nothing["recall"] == 0.0 and nothing["f1"] == 0.0
+
+
+def test_the_decision_threshold_never_looks_at_the_evaluated_split():
+    rng = np.random.default_rng(3)
+    validation_scores = rng.random(400)
+    validation_labels = (rng.random(400) < validation_scores).astype(float)
+    scores = rng.random(300)
+    labels = (rng.random(300) < scores).astype(float)
+    chosen = decision_metrics(validation_labels, validation_scores, labels, scores)
+    assert chosen["threshold"] == f1_threshold(validation_labels, validation_scores)["threshold"]
+    # The evaluated split's labels change the metrics at the threshold, never the threshold.
+    for other in (1.0 - labels, rng.permutation(labels), np.ones_like(labels)):
+        again = decision_metrics(validation_labels, validation_scores, other, scores)
+        assert again["threshold"] == chosen["threshold"] and again["validation_f1"] == chosen["validation_f1"]
+    assert decision_metrics(validation_labels, validation_scores, 1.0 - labels, scores)["f1"] != chosen["f1"]
+    # ... while another validation split moves it.
+    moved = decision_metrics(validation_labels, validation_scores**3, labels, scores)
+    assert moved["threshold"] != chosen["threshold"]
+    assert chosen["validation_examples"] == 400.0
 
 
 def test_baselines_use_only_history_up_to_the_cutoff():

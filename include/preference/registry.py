@@ -171,12 +171,36 @@ def gate(
     ``score_champion(model_version)`` returns the champion's recall@K on the challenger's holdout.
     A promoted version is tagged ``champion_since`` with ``day`` (the run's logical date), so a
     backfill of a past date can score with the model that was champion then.
+
+    A version is gated once: a retried or cleared task finds the decision recorded on the version
+    (``gate_decision``) and returns it, leaving the aliases and tags as they are (gated again, a
+    promoted version would meet itself as champion, tie, and be tagged rejected).
     """
     with registry_lock(name, lock_dir, lock_database_url):
+        recorded = client.get_model_version(name, version).tags.get("gate_decision")
+        if recorded:
+            earlier = GateDecision(**json.loads(recorded))
+            log.info("%s v%s was gated before (%s); keeping that decision", name, version, earlier.reason)
+            return earlier
         champion = current_champion(client, name)
         champion_version = str(champion.version) if champion is not None else None
-        champion_score = score_champion(champion) if champion is not None and not backfill else None
-        decision = decide(challenger, champion_score, baselines, backfill=backfill, champion_version=champion_version)
+        if champion_version == str(version):
+            # An earlier attempt moved the alias and stopped before recording its decision.
+            best = max(baselines, key=lambda b: baselines[b]) if baselines else None
+            decision = GateDecision(
+                True,
+                "promoted by an earlier attempt of this run",
+                challenger,
+                None,
+                None,
+                best,
+                baselines[best] if best else None,
+            )
+        else:
+            champion_score = score_champion(champion) if champion is not None and not backfill else None
+            decision = decide(
+                challenger, champion_score, baselines, backfill=backfill, champion_version=champion_version
+            )
         if decision.promote:
             if day is not None:
                 client.set_model_version_tag(name, version, CHAMPION_SINCE, day.isoformat())

@@ -112,6 +112,38 @@ def test_a_worse_model_is_registered_but_not_promoted_and_a_backfill_never_promo
     assert any(p.startswith(("tensorflow-cpu==", "tensorflow==")) for p in pinned), pinned
 
 
+def test_a_retried_gate_leaves_the_decision_the_aliases_and_the_tags_as_they_were(registry):
+    client, name, register, run_gate = registry
+    first = register("run-1", 0.30)
+    promoted = run_gate(first.version)
+    assert promoted.promote and current_champion(client, name).version == first.version
+    before = dict(client.get_model_version(name, first.version).tags)
+    assert before["gate"] == "promoted"
+    # The task retried (or cleared): same version, gated again, now the champion itself.
+    again = run_gate(first.version)
+    assert again == promoted
+    assert dict(client.get_model_version(name, first.version).tags) == before
+    assert client.get_model_version_by_alias(name, CHAMPION).version == first.version
+
+    # A rejected version stays rejected on a retry, even after a later champion is gone.
+    worse = register("run-2", 0.25)
+    rejected = run_gate(worse.version)
+    assert not rejected.promote
+    client.delete_registered_model_alias(name, CHAMPION)
+    assert run_gate(worse.version) == rejected
+    assert client.get_model_version(name, worse.version).tags["gate"] == "rejected"
+    assert current_champion(client, name) is None
+
+    # An attempt that moved the alias and stopped before recording its decision: the retry records
+    # the promotion instead of meeting itself as champion.
+    third = register("run-3", 0.40)
+    client.set_registered_model_alias(name, CHAMPION, third.version)
+    recovered = run_gate(third.version)
+    assert recovered.promote and "earlier attempt" in recovered.reason
+    assert client.get_model_version(name, third.version).tags["gate"] == "promoted"
+    assert current_champion(client, name).version == third.version
+
+
 def test_a_retried_registration_reuses_its_run_and_version(registry):
     client, name, register, _ = registry
     first = register("same-key", 0.3)

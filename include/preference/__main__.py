@@ -68,8 +68,18 @@ def _land(args: argparse.Namespace) -> int:
     from include.preference import tasks
     from include.preference.services import runtime_from_env
 
+    source, input_path = args.source, args.input or args.mapping or ""
+    if args.mapping:
+        if args.source not in ("synthetic", "mapped"):
+            raise SystemExit(f"--mapping lands the 'mapped' source, not --source {args.source}")
+        source = "mapped"
+    elif args.input and source == "synthetic":
+        raise SystemExit("--input needs a file source: --source online_retail, rees46 (or --mapping FILE)")
     os.environ.update({k: v for k, v in runtime_from_env().client_env().items() if k not in os.environ})
-    result = tasks.land_raw_data(dt.date.fromisoformat(args.date), run_id=args.run_id, source=args.source)
+    # The DAG's task, as it runs in Airflow: a local path or an s3:// URI in the lake.
+    result = tasks.land_raw_data(
+        dt.date.fromisoformat(args.date), run_id=args.run_id, source=source, input_path=input_path
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -102,7 +112,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="preference-evaluate-") as scratch:
         report = evaluate(protocol, store, args.work_dir or Path(scratch))
     write_report(report, args.output)
-    summary = {"n_eval_customers": report["n_eval_customers"], "model": report["model"], **report["baselines"]}
+    summary = {
+        "n_eval_customers": report["n_eval_customers"],
+        "model": report["model"],
+        "threshold_metrics": report["threshold_metrics"],
+        **report["baselines"],
+    }
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -136,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
     land = commands.add_parser("land", help="land one day's raw partitions (without Airflow)")
     land.add_argument("--date", required=True)
-    land.add_argument("--source", default="synthetic")
+    land.add_argument("--source", default="synthetic", help="synthetic, online_retail, rees46 or mapped")
+    inputs = land.add_mutually_exclusive_group()
+    inputs.add_argument("--input", help="the file a file source reads (local path or s3:// URI)")
+    inputs.add_argument("--mapping", help="a mapping file (YAML) of the mapped source; implies --source mapped")
     land.add_argument("--run-id", default="manual__cli")
     land.set_defaults(func=_land)
 
@@ -162,7 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("botocore", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    return int(args.func(args))
+    from include.preference.errors import PreferenceError
+
+    try:
+        return int(args.func(args))
+    except PreferenceError as error:
+        # The project's own refusals (bad input, configuration) are messages, not tracebacks.
+        print(f"{parser.prog} {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -44,42 +44,97 @@ class TableMapping:
     constants: dict[str, str] = field(default_factory=dict)
 
 
+TABLE_KEYS = ("file", "format", "columns", "constants")
+
+
 def load_mapping(path: Path) -> dict[str, TableMapping]:
-    """Read and check a mapping file.
+    """Read and check a mapping file; every mistake is named, all of them in one error.
+
+    A table's ``file`` is a relative path to a file in the mapping's folder or below it; absolute
+    paths, ``..`` out of the folder and symbolic links that lead out of it are refused (a mapping
+    names data beside it, never a file elsewhere on the host).
 
     Raises:
-        SourceFormatError: unknown tables or columns, a required column neither mapped nor constant.
+        SourceFormatError: not a YAML mapping, unknown tables, keys or columns, a required column
+            neither mapped nor constant, a missing or unsafe ``file``, an unknown format.
     """
     try:
-        document = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise SourceFormatError(f"mapping file {path} cannot be read: {error}") from error
-    tables = document.get("tables") or {}
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise SourceFormatError(
+            f"mapping file {path}: expected a YAML mapping with a 'tables:' section, got a {type(document).__name__}"
+        )
+    tables = document.get("tables")
     if not isinstance(tables, dict) or not tables:
-        raise SourceFormatError(f"mapping file {path} maps no tables (expected a 'tables:' section)")
+        raise SourceFormatError(f"mapping file {path} maps no tables (expected a 'tables:' section of table: settings)")
+    folder = path.parent.resolve()
+    mistakes: list[str] = []
     mappings: dict[str, TableMapping] = {}
     for name, spec in tables.items():
         if name not in TABLES:
-            raise SourceFormatError(f"mapping file {path}: unknown table {name!r}; known: {', '.join(TABLES)}")
-        columns = {str(k): str(v) for k, v in (spec.get("columns") or {}).items()}
-        constants = {str(k): str(v) for k, v in (spec.get("constants") or {}).items()}
+            mistakes.append(f"unknown table {name!r}; known: {', '.join(TABLES)}")
+            continue
+        if not isinstance(spec, dict):
+            mistakes.append(f"{name}: expected settings ({', '.join(TABLE_KEYS)}), got {type(spec).__name__}")
+            continue
+        extra = sorted(str(k) for k in set(spec) - set(TABLE_KEYS))
+        if extra:
+            mistakes.append(f"{name}: unknown setting(s) {', '.join(extra)}; known: {', '.join(TABLE_KEYS)}")
+        sections = {}
+        for section in ("columns", "constants"):
+            value = spec.get(section) or {}
+            if not isinstance(value, dict):
+                mistakes.append(f"{name}: {section} must map canonical column to source, got {type(value).__name__}")
+                value = {}
+            sections[section] = {str(k): str(v) for k, v in value.items()}
+        columns, constants = sections["columns"], sections["constants"]
         unknown = sorted((set(columns) | set(constants)) - set(TABLES[name].column_names))
         if unknown:
-            raise SourceFormatError(f"mapping file {path}: {name} has no column(s) {', '.join(unknown)}")
+            mistakes.append(f"{name} has no column(s) {', '.join(unknown)}")
         unmapped = [c.name for c in TABLES[name].columns if c.required and c.name not in columns | constants]
         if unmapped:
-            raise SourceFormatError(
-                f"mapping file {path}: missing_columns ({len(unmapped)}) for {name}: {', '.join(unmapped)}"
-            )
+            mistakes.append(f"missing_columns ({len(unmapped)}) for {name}: {', '.join(unmapped)}")
         file_format = str(spec.get("format", "csv")).lower()
         if file_format not in ("csv", "parquet"):
-            raise SourceFormatError(f"mapping file {path}: {name} format must be csv or parquet, not {file_format}")
-        mappings[name] = TableMapping(
-            name, (path.parent / str(spec["file"])).resolve(), file_format, columns, constants
-        )
-    if not {"events", "orders"} & set(mappings):
-        raise SourceFormatError(f"mapping file {path} must map events or orders")
+            mistakes.append(f"{name} format must be csv or parquet, not {file_format}")
+        file = _confined_file(folder, name, spec.get("file"), mistakes)
+        if file is not None:
+            mappings[name] = TableMapping(name, file, file_format, columns, constants)
+    if not {"events", "orders"} & set(tables):
+        mistakes.append("must map events or orders")
+    if mistakes:
+        listed = "; ".join(mistakes)
+        raise SourceFormatError(f"mapping file {path}: {len(mistakes)} mistake(s): {listed}")
     return mappings
+
+
+def _confined_file(folder: Path, table: str, value: object, mistakes: list[str]) -> Path | None:
+    """The table's file, resolved inside ``folder``; ``None`` (and a mistake) when it is not."""
+    if value is None or str(value).strip() == "":
+        mistakes.append(f"{table}: no file (a path relative to the mapping file)")
+        return None
+    if not isinstance(value, str):
+        mistakes.append(f"{table}: file must be a path, got {type(value).__name__}")
+        return None
+    if "\x00" in value:
+        mistakes.append(f"{table}: file {value!r} holds a NUL byte")
+        return None
+    named = Path(value)
+    if named.is_absolute():
+        mistakes.append(f"{table}: file {value!r} is absolute; name a file beside the mapping (relative path)")
+        return None
+    resolved = (folder / named).resolve()  # follows symbolic links
+    if not resolved.is_relative_to(folder):
+        mistakes.append(f"{table}: file {value!r} leads out of the mapping's folder {folder} (to {resolved})")
+        return None
+    if not resolved.is_file():
+        mistakes.append(f"{table}: file {value!r} does not exist in {folder}")
+        return None
+    return resolved
 
 
 def read_mapped(mapping: TableMapping) -> pd.DataFrame:

@@ -97,6 +97,13 @@ tables:
             "must map events or orders",
         ),
         (": not yaml [", "cannot be read"),
+        ("- orders.csv\n- events.csv", "expected a YAML mapping with a 'tables:' section, got a list"),
+        ("tables:\n  orders: orders.csv", "orders: expected settings"),
+        ("tables:\n  orders:\n    columns: {order_id: OrderRef}", "orders: no file"),
+        (MAPPING.replace("orders.csv", "missing.csv"), "file 'missing.csv' does not exist"),
+        (MAPPING.replace("orders.csv", "../../../../etc/passwd"), "leads out of the mapping's folder"),
+        (MAPPING.replace("orders.csv", "/etc/passwd"), "is absolute"),
+        (MAPPING.replace("    columns:", "    colums:"), r"unknown setting\(s\) colums"),
     ],
 )
 def test_bad_mappings_fail_naming_the_problem(tmp_path, mapping, message):
@@ -107,3 +114,32 @@ def test_bad_mappings_fail_naming_the_problem(tmp_path, mapping, message):
 def test_mapping_paths_are_relative_to_the_mapping_file(tmp_path):
     mapping = load_mapping(drop(tmp_path))
     assert mapping["orders"].file == (tmp_path / "orders.csv").resolve()
+
+
+def test_every_mistake_of_a_mapping_is_named_at_once(tmp_path):
+    mapping = "tables:\n  orders:\n    file: ../x.csv\n    format: xlsx\n  basket: {}\n"
+    with pytest.raises(SourceFormatError) as raised:
+        load_mapping(drop(tmp_path, mapping=mapping))
+    message = str(raised.value)
+    assert "4 mistake(s)" in message, message
+    for part in ("unknown table 'basket'", "format must be csv or parquet", "leads out of", "missing_columns (8)"):
+        assert part in message
+
+
+def test_a_symbolic_link_out_of_the_mapping_folder_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "orders.csv").write_text(ORDERS_CSV)
+    drop_dir = tmp_path / "drop"
+    drop_dir.mkdir()
+    (drop_dir / "orders.csv").symlink_to(outside / "orders.csv")
+    path = drop_dir / "mapping.yaml"
+    path.write_text(MAPPING)
+    with pytest.raises(SourceFormatError, match="leads out of the mapping's folder"):
+        load_mapping(path)
+    # A link that stays inside the folder is followed.
+    (drop_dir / "orders.csv").unlink()
+    (drop_dir / "data").mkdir()
+    (drop_dir / "data" / "orders.csv").write_text(ORDERS_CSV)
+    (drop_dir / "orders.csv").symlink_to(drop_dir / "data" / "orders.csv")
+    assert load_mapping(path)["orders"].file == (drop_dir / "data" / "orders.csv").resolve()

@@ -121,7 +121,8 @@ def main() -> None:
 
         spark = spark_session("bench-history", s3=store.settings)
         last = days[-1]
-        build.build_features(spark, ours_root, days[len(days) // 4], mode="full", keep_dailies=False)  # warm-up
+        if not args.quick:  # a warm-up build (JIT, caches); quick measures nothing
+            build.build_features(spark, ours_root, days[len(days) // 4], mode="full", keep_dailies=False)
         start = time.perf_counter()
         build.build_features(spark, ours_root, last, mode="full", keep_dailies=False)
         one_scan = time.perf_counter() - start

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import gzip
+import io
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -18,29 +22,88 @@ DAY = "_day"
 def read_text_csv(path: Path, columns: tuple[str, ...], time_column: str | None) -> pd.DataFrame:
     """The whole file as text, with ``_source_line`` and (given a time column) each line's ``_day``.
 
-    BOMs, CRLF, gzip and quoted newlines are handled; undecodable bytes become U+FFFD (validation
-    quarantines them as bad_encoding). Lines whose time cannot be read get the file's first day,
-    so every line lands exactly once. Cached per file version.
+    BOMs, CRLF, gzip and quoted newlines are handled; undecodable bytes and NUL bytes become
+    U+FFFD (validation quarantines the line as bad_encoding; a NUL never cuts a field short).
+    Lines whose time cannot be read get the file's first day, so every line lands exactly once.
+    Cached per file version.
 
     Raises:
-        SourceFormatError: not a CSV file, or a required column is missing.
+        SourceFormatError: refused with the whole file, naming the file and what was expected: an
+            empty or header-only file, a UTF-16/32 file, another delimiter than the comma, two
+            columns of one name, a required column missing, a time column of epoch numbers.
     """
     stat = path.stat()
     return _read_cached(str(path), stat.st_mtime_ns, stat.st_size, columns, time_column).copy()
+
+
+# Byte order marks of encodings pandas would misread as UTF-8 (UTF-32 first: its LE mark starts like UTF-16's).
+FOREIGN_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32 (little-endian)"),
+    (b"\x00\x00\xfe\xff", "UTF-32 (big-endian)"),
+    (b"\xff\xfe", "UTF-16 (little-endian)"),
+    (b"\xfe\xff", "UTF-16 (big-endian)"),
+)
+OTHER_DELIMITERS = {";": "semicolon", "\t": "tab", "|": "pipe"}
+EPOCH_NUMBER = re.compile(r"^\d{9,13}(\.\d+)?$")
+
+
+def _file_bytes(path: str) -> bytes:
+    """The file's bytes, gunzipped when it is gzip (by content, whatever its name)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+        return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise SourceFormatError(f"{path} is not a readable CSV file: {error}") from error
+
+
+def _check_layout(path: str, data: bytes, columns: tuple[str, ...]) -> list[str]:
+    """Refuse what would otherwise be misread; the header's fields as the file has them."""
+    for bom, encoding in FOREIGN_BOMS:
+        if data.startswith(bom):
+            raise SourceFormatError(f"{path} is encoded as {encoding}; expected UTF-8 (save the file as UTF-8)")
+    if b"\x00" in data[:4096] and data[:4096].count(b"\x00") > len(data[:4096]) // 4:
+        raise SourceFormatError(f"{path} is mostly NUL bytes (UTF-16/32 without a byte order mark?); expected UTF-8")
+    text = data.decode("utf-8-sig", errors="replace")
+    if not text.strip():
+        raise SourceFormatError(f"{path} is empty: expected a header line and at least one line of data")
+    header_line = text.splitlines()[0]
+    header = [field.strip() for field in next(csv.reader([header_line]))]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        for delimiter, name in OTHER_DELIMITERS.items():
+            split = [field.strip().strip('"') for field in header_line.split(delimiter)]
+            if len(split) > 1 and not [c for c in columns if c not in split]:
+                raise SourceFormatError(
+                    f"{path} is {name}-delimited ({delimiter!r}); expected commas between fields "
+                    f"(columns {', '.join(columns)})"
+                )
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise SourceFormatError(
+            f"{path}: duplicate_header: column(s) {', '.join(repeated)} appear more than once in the header; "
+            "expected each column once"
+        )
+    return header
 
 
 @lru_cache(maxsize=4)
 def _read_cached(
     path: str, mtime_ns: int, size: int, columns: tuple[str, ...], time_column: str | None
 ) -> pd.DataFrame:
+    data = _file_bytes(path)
+    _check_layout(path, data, columns)
+    # A NUL inside a field would end it early in the parser: make it a replacement character, which
+    # validation quarantines (bad_encoding) like any other undecodable byte.
+    if b"\x00" in data:
+        data = data.replace(b"\x00", "\ufffd".encode())
     try:
         frame = pd.read_csv(
-            path,
+            io.BytesIO(data),
             dtype=str,
             keep_default_na=False,
             encoding="utf-8-sig",
             encoding_errors="replace",
-            compression="infer",
         )
     except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, ValueError) as error:
         raise SourceFormatError(f"{path} is not a readable CSV file: {error}") from error
@@ -51,9 +114,22 @@ def _read_cached(
             f"{path}: missing_columns ({len(missing)}): {', '.join(missing)}; "
             f"found {', '.join(map(str, frame.columns))}"
         )
+    if frame.empty:
+        raise SourceFormatError(f"{path} holds a header and no lines: expected at least one line of data")
     frame[SOURCE_LINE] = range(2, len(frame) + 2)  # line numbers as in the file (header is line 1)
     if time_column is not None:
+        times = frame[time_column].str.strip()
+        if times.str.fullmatch(EPOCH_NUMBER).all():
+            raise SourceFormatError(
+                f"{path}: epoch_timestamps: column {time_column} holds numbers such as {times.iloc[0]!r} "
+                "(seconds or milliseconds since 1970?); expected dates and times such as 2011-12-09 12:50:00"
+            )
         assign_days(frame, time_column)
+        if frame[DAY].isna().all():
+            raise SourceFormatError(
+                f"{path}: unreadable_times: none of its {len(frame)} lines has a readable time in column "
+                f"{time_column} (line 2: {times.iloc[0]!r}); expected dates and times such as 2011-12-09 12:50:00"
+            )
     return frame
 
 

@@ -92,3 +92,49 @@ def test_a_time_validation_can_read_lands_on_its_own_day_whatever_its_layout(tmp
     slashed = LINES[3].replace("2010-12-02 08:28:00", "12/02/2010 08:28")
     invoices = read_invoices(write(tmp_path, "\n".join([HEADER, *LINES[:3], slashed]) + "\n"))
     assert invoices["_day"].iloc[3] == dt.date(2010, 12, 2)  # not the file's first day
+
+
+def lines_with(header: str = HEADER, rows: list[str] = LINES) -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"", "is empty"),
+        (b"\n\n", "is empty"),
+        ((HEADER + "\n").encode(), "holds a header and no lines"),
+        (lines_with().encode("utf-16"), r"encoded as UTF-16 \(little-endian\)"),
+        (lines_with().encode("utf-16-be"), "mostly NUL bytes"),
+        (lines_with().replace(",", ";").encode(), r"semicolon-delimited \(';'\)"),
+        (lines_with().replace(",", "\t").encode(), r"tab-delimited"),
+        (lines_with(HEADER + ",Country").encode(), "duplicate_header: column.s. Country appear"),
+        (
+            lines_with(rows=[line.replace("2010-12-01 08:26:00", "1291191960") for line in LINES[:2]]).encode(),
+            "epoch_timestamps: column InvoiceDate holds numbers such as '1291191960'",
+        ),
+        (
+            lines_with(rows=[line.replace("2010-12-01 08:26:00", "someday") for line in LINES[:2]]).encode(),
+            "unreadable_times: none of its 2 lines",
+        ),
+    ],
+)
+def test_files_that_would_be_misread_are_refused_naming_the_file_and_what_was_expected(tmp_path, raw, message):
+    path = write(tmp_path, "", name=f"odd-{abs(hash(raw)) % 10**8}.csv", raw=raw)
+    with pytest.raises(SourceFormatError, match=message) as raised:
+        land_tables(path, DAY)
+    assert str(path) in str(raised.value)
+
+
+def test_a_nul_byte_inside_an_id_never_cuts_the_field(tmp_path):
+    rows = [LINES[0].replace("17850.0", "178\x0050.0"), *LINES[1:]]
+    orders = land_tables(write(tmp_path, lines_with(rows=rows)), DAY)[0]["orders"]
+    # The line lands whole, its id marked as undecodable (validation quarantines bad_encoding).
+    assert len(orders) == 3 and orders["customer_id"].iloc[0] == "178\ufffd50.0"
+    assert orders["product_id"].tolist() == clean_orders(tmp_path)["product_id"].tolist()
+
+
+def test_some_epoch_times_among_dates_land_to_be_quarantined_not_refused(tmp_path):
+    rows = [LINES[0].replace("2010-12-01 08:26:00", "1291191960"), *LINES[1:]]
+    lines = read_invoices(write(tmp_path, lines_with(rows=rows)))
+    assert len(lines) == len(LINES) and lines["_day"].iloc[0] == DAY  # the file's first day

@@ -130,6 +130,11 @@ class Settings:
     recommendations_k: int = 10
     active_days: int = 90
     segment_sample_per_stratum: int = 400
+    # Validation's implausible_value rule: hard bounds, and the multiple of the trailing days'
+    # 99.9th percentile below them.
+    max_quantity: float = 1_000_000.0
+    max_price: float = 10_000_000.0
+    plausibility_factor: float = 20.0
     # The promotion lock's database (PostgreSQL, every host's); None: a file lock (one machine).
     lock_database_url: str | None = field(default=None, repr=False)
 
@@ -230,7 +235,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         active_days=_positive_int(env, "PREFERENCE_ACTIVE_DAYS", 90),
         segment_sample_per_stratum=_positive_int(env, "PREFERENCE_SEGMENT_SAMPLE_PER_STRATUM", 400, minimum=10),
         lock_database_url=env.get("PREFERENCE_LOCK_DATABASE_URL") or None,
+        max_quantity=_positive_float(env, "PREFERENCE_MAX_QUANTITY", 1_000_000.0),
+        max_price=_positive_float(env, "PREFERENCE_MAX_PRICE", 10_000_000.0),
+        plausibility_factor=_positive_float(env, "PREFERENCE_PLAUSIBILITY_FACTOR", 20.0),
     )
+
+
+def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a positive number, got {raw!r}")
+    return value
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:

@@ -115,6 +115,7 @@ def _trailing_stats(store: ObjectStore, table: str, date: dt.date) -> "TrailingS
 
     earlier = [d for d in list_partitions(store, "validated", table) if d < date][-TRAILING_DAYS:]
     counts, last_seconds = [], []
+    p999: dict[str, list[float]] = {}
     for day in earlier:
         manifest = read_manifest(store, PartitionRef("validated", table, day))
         if manifest is None or manifest.extra.get("closed_day"):
@@ -122,7 +123,11 @@ def _trailing_stats(store: ObjectStore, table: str, date: dt.date) -> "TrailingS
         counts.append(int(manifest.extra.get("rows_in", manifest.row_count or 0)))
         if manifest.extra.get("last_seconds") is not None:
             last_seconds.append(float(manifest.extra["last_seconds"]))
-    return TrailingStats(tuple(counts), tuple(last_seconds)) if counts else None
+        for column, value in (manifest.extra.get("p999") or {}).items():
+            p999.setdefault(column, []).append(float(value))
+    if not counts:
+        return None
+    return TrailingStats(tuple(counts), tuple(last_seconds), {c: tuple(v) for c, v in p999.items()})
 
 
 def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
@@ -150,7 +155,7 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
         scratch_directory,
         upstream_entry,
     )
-    from include.preference.validation import validate_day
+    from include.preference.validation import Plausibility, validate_day
 
     settings = load_settings()
     store = open_store(settings)
@@ -164,7 +169,8 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
 
     with scratch_directory(settings.scratch_dir, f"validation-{date}") as scratch:
         docs = scratch / "docs"
-        result = validate_day(date, raw, docs, trailing=trailing, closed_day=closed_day)
+        plausibility = Plausibility(settings.max_quantity, settings.max_price, settings.plausibility_factor)
+        result = validate_day(date, raw, docs, trailing=trailing, closed_day=closed_day, plausibility=plausibility)
         summary = result.summary()
         report_ref = PartitionRef("reports", "validation", date)
         parts = [
@@ -200,6 +206,7 @@ def validate_raw_data(date: dt.date, *, run_id: str) -> dict[str, Any]:
             "by_rule_all": outcome.by_rule_all,
             "closed_day": closed_day,
             "last_seconds": outcome.last_seconds,
+            "p999": outcome.p999,
             "report": report_uri,
         }
         table_upstream = [raw_upstream[name]]

@@ -8,12 +8,13 @@ from include.preference.validation.engine import (
     validate_day,
     validate_days,
 )
-from include.preference.validation.rules import TrailingStats, rule_catalogue
+from include.preference.validation.rules import Plausibility, TrailingStats, rule_catalogue
 
 __all__ = [
     "BlockingFailure",
     "DayValidation",
     "HistoryValidation",
+    "Plausibility",
     "TableOutcome",
     "TrailingStats",
     "rule_catalogue",

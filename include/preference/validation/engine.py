@@ -28,9 +28,11 @@ from include.preference.validation.rules import (
     KNOWN_CUSTOMER,
     KNOWN_PRODUCT,
     PARSE_RULE_ORDER,
+    PLAUSIBLE_COLUMNS,
     PRODUCT_CODE,
     SECONDS,
     VALIDATION_ORDER,
+    Plausibility,
     RuleContext,
     TrailingStats,
     table_rules,
@@ -105,6 +107,8 @@ class TableOutcome:
     blocking: list[BlockingFailure] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
     last_seconds: float | None = None
+    # The 99.9th percentile of each plausibility column's validated values (later days' bounds).
+    p999: dict[str, float] = field(default_factory=dict)
 
     def validated_table(self) -> "pa.Table":
         """The validated rows as Arrow, in the table's canonical schema (what ``validated/`` holds)."""
@@ -122,6 +126,7 @@ class TableOutcome:
             "blocking": [b.describe() for b in self.blocking],
             "extra_columns": self.extra_columns,
             "last_seconds": self.last_seconds,
+            "p999": self.p999,
         }
 
 
@@ -431,6 +436,11 @@ def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Sui
     outcome.quarantine = quarantine.reset_index(drop=True)
     if spec.time_column and SECONDS in frame and (~any_flag).any() and not several:
         outcome.last_seconds = float(frame.loc[~any_flag, SECONDS].max())
+    for column in PLAUSIBLE_COLUMNS if not several else ():
+        if column in outcome.validated:
+            values = pd.to_numeric(outcome.validated[column], errors="coerce").dropna()
+            if len(values):
+                outcome.p999[column] = float(np.quantile(values.to_numpy(dtype=np.float64), 0.999))
     return outcome
 
 
@@ -469,6 +479,7 @@ def validate_day(
     closed_day: bool = False,
     volume_factor: float = 3.0,
     truncation_hours: float = 8.0,
+    plausibility: Plausibility | None = None,
     backend: str | None = None,
 ) -> DayValidation:
     """Validate every landed table of ``day``; dimensions first, so facts can be checked for orphans.
@@ -480,6 +491,7 @@ def validate_day(
             split, about half the time: for one-off evaluations whose pages nobody opens).
         trailing: per table, the recent days' statistics for volume and truncation rules.
         closed_day: the source says nothing happened that day (no empty-day or volume rules).
+        plausibility: the hard bounds and factor of ``implausible_value`` (defaults otherwise).
         backend: ``pandas`` or ``spark``; by default chosen by the size of the largest table.
     """
     backend = backend or choose_backend(max((len(frame) for frame in raw.values()), default=0))
@@ -489,6 +501,7 @@ def validate_day(
         "closed_day": closed_day,
         "volume_factor": volume_factor,
         "truncation_hours": truncation_hours,
+        "plausibility": plausibility or Plausibility(),
     }
     outcomes = _validate_tables(raw, suites, context, trailing)
     for page in docs_dir.rglob("*.html") if docs_dir is not None else ():
@@ -542,6 +555,7 @@ def validate_days(
     raw_by_day: Mapping[dt.date, Mapping[str, pd.DataFrame]],
     *,
     closed_days: frozenset[dt.date] = frozenset(),
+    plausibility: Plausibility | None = None,
     backend: str | None = None,
 ) -> HistoryValidation:
     """Validate the landed tables of several days in one suite run per table (history files).
@@ -572,7 +586,12 @@ def validate_days(
         )
     backend = backend or choose_backend(max((len(frame) for frame in raw.values()), default=0))
     suites = _Suites(None, backend)
-    context = {"day": days[-1], "days": days, "closed_days": frozenset(closed_days)}
+    context = {
+        "day": days[-1],
+        "days": days,
+        "closed_days": frozenset(closed_days),
+        "plausibility": plausibility or Plausibility(),
+    }
     outcomes = _validate_tables(raw, suites, context)
     for table, failure in structural.items():  # columns missing on some days only
         outcome = outcomes[table]

@@ -36,12 +36,32 @@ PARSE_RULE_ORDER = (
 STRUCTURE_RULES = ("missing_columns", "wrong_type")
 
 
+# Numeric columns judged for plausibility (a quantity or price of 10^12 is a typo or a test row).
+PLAUSIBLE_COLUMNS = ("quantity", "price", "unit_price")
+
+
 @dataclass(frozen=True)
 class TrailingStats:
-    """What recent days looked like: row counts and the time of day of their last row."""
+    """What recent days looked like: row counts, the time of day of their last row, and the 99.9th
+    percentile of each plausibility column's validated values (one per day that had values)."""
 
     row_counts: tuple[int, ...]
     last_seconds: tuple[float, ...]
+    p999: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Upper bounds of plausible values: ``factor`` times the largest 99.9th percentile of the
+    trailing days (robust to a few outliers on those days), never above the hard bound; the hard
+    bound alone until ``min_trailing_days`` days have values (a first day, a history file)."""
+
+    max_quantity: float = 1_000_000.0
+    max_price: float = 10_000_000.0
+    factor: float = 20.0
+
+    def hard_bound(self, column: str) -> float:
+        return self.max_quantity if column == "quantity" else self.max_price
 
 
 @dataclass(frozen=True)
@@ -60,10 +80,19 @@ class RuleContext:
     # row rules judge it against that day, blocking rules judge each day. No trailing statistics.
     days: tuple[dt.date, ...] = ()
     closed_days: frozenset[dt.date] = frozenset()
+    plausibility: Plausibility = field(default_factory=Plausibility)
 
     @property
     def several_days(self) -> bool:
         return bool(self.days)
+
+    def value_bound(self, column: str) -> float:
+        """The largest plausible value of ``column`` on this day (see :class:`Plausibility`)."""
+        hard = self.plausibility.hard_bound(column)
+        recent = self.trailing.p999.get(column, ()) if self.trailing is not None else ()
+        if len(recent) < self.min_trailing_days:
+            return hard
+        return min(hard, self.plausibility.factor * max(recent))
 
 
 @dataclass(frozen=True)
@@ -126,6 +155,10 @@ def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]
             row("non_positive_price", gxe.ExpectColumnValuesToBeBetween, column=price, min_value=0, strict_min=True)
     if "quantity" in columns:
         row("non_positive_quantity", gxe.ExpectColumnValuesToBeBetween, column="quantity", min_value=0, strict_min=True)
+    for plausible in PLAUSIBLE_COLUMNS:
+        if plausible in columns:
+            bound = ctx.value_bound(plausible)
+            row("implausible_value", gxe.ExpectColumnValuesToBeBetween, column=plausible, max_value=bound)
     if "rating" in columns:
         low, high = RATING_RANGE
         row("rating_out_of_range", gxe.ExpectColumnValuesToBeBetween, column="rating", min_value=low, max_value=high)
@@ -218,6 +251,8 @@ def rule_catalogue() -> dict[str, str]:
         "cancellation": "row: a cancelled order line",
         "non_positive_price": "row: price zero or negative",
         "non_positive_quantity": "row: quantity zero or negative",
+        "implausible_value": "row: a quantity or price above its plausible bound (a multiple of the trailing "
+        "days' 99.9th percentile, at most the hard bound in settings)",
         "rating_out_of_range": f"row: rating outside {RATING_RANGE[0]}..{RATING_RANGE[1]}",
         "non_product_code": "row: a service or bookkeeping code (postage, fees...), not a product",
         "orphan_product": "row: product not in the day's validated catalogue",

@@ -143,6 +143,9 @@ QUARANTINE_CASES = [
         1,
     ),
     ("text_in_number", "events", set_rows("quantity", "two", rows=(0,), where=purchases), "unparseable_number", 1),
+    # Absurd values: above the hard bounds (no trailing days here).
+    ("absurd_quantity", "orders", set_rows("quantity", "5000000", rows=(0, 1)), "implausible_value", 2),
+    ("absurd_price", "events", set_rows("price", "1e12", rows=(0,), where=purchases), "implausible_value", 1),
     ("bad_encoding", "events", set_rows("session_id", "S\ufffd\ufffd-1", rows=(0, 1)), "bad_encoding", 2),
     ("control_characters", "events", set_rows("customer_id", "C00\x0001", rows=(0,)), "bad_encoding", 1),
     (
@@ -240,6 +243,30 @@ def test_a_day_that_stops_early_is_truncated(clean, tmp_path):
     trailing = {"events": TrailingStats(row_counts=(n, n, n), last_seconds=(84_000.0, 83_000.0, 85_000.0))}
     result = validate_day(DAY, {**clean, "events": early}, tmp_path / "docs", trailing=trailing)
     assert [b.rule for b in result.blocking if b.table == "events"] == ["truncated_day"]
+
+
+def test_plausible_bounds_follow_the_trailing_days_and_never_pass_the_hard_bound(clean, tmp_path):
+    from include.preference.validation import Plausibility
+
+    orders = clean["orders"].copy()
+    quantities = pd.to_numeric(orders["quantity"])
+    # Trailing days whose 99.9th percentile of quantity was at most 10: 20 x 10 = 200 is the bound.
+    orders.loc[orders.index[:2], "quantity"] = ["201", "200"]
+    trailing = {"orders": TrailingStats((len(orders),) * 3, (), {"quantity": (8.0, 10.0, 9.0)})}
+    result = validate_day(DAY, {**clean, "orders": orders}, tmp_path / "docs", trailing=trailing)
+    outcome = result.tables["orders"]
+    assert outcome.by_rule.get("implausible_value") == 1 and result.blocking == []
+    implausible = outcome.quarantine[outcome.quarantine["rule"] == "implausible_value"]
+    assert implausible["quantity"].tolist() == ["201"]
+    # Published for the next days' bounds: the validated values' 99.9th percentile.
+    validated = pd.to_numeric(outcome.validated["quantity"])
+    assert outcome.p999["quantity"] == pytest.approx(float(validated.quantile(0.999)))
+    # Fewer than three trailing days with values: the hard bound alone (here set to 150).
+    short = {"orders": TrailingStats((len(orders),) * 3, (), {"quantity": (10.0, 10.0)})}
+    bounds = Plausibility(max_quantity=150)
+    hard = validate_day(DAY, {**clean, "orders": orders}, tmp_path / "docs2", trailing=short, plausibility=bounds)
+    assert hard.tables["orders"].by_rule.get("implausible_value") == 2
+    assert int(quantities.max()) <= 150  # the generator's own quantities all stay valid
 
 
 def test_a_closed_day_may_be_empty(run, clean, tmp_path):

@@ -27,6 +27,11 @@ PARSE_RULES = {
     "float64": "unparseable_number",
     "bool": "unparseable_boolean",
 }
+# Identifiers: trimmed; a textual null is a null, not an id; no markup, quotes or backslashes.
+NULL_SENTINELS = frozenset({"null", "none", "nan", "nil", "n/a", "na", "undefined", "#n/a", "-"})
+ID_FORBIDDEN = re.compile(r"[<>\"'`\\]")
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 10_000  # titles, queries, review texts
 TRUE_WORDS = {"true", "t", "1", "yes", "y"}
 FALSE_WORDS = {"false", "f", "0", "no", "n"}
 
@@ -87,6 +92,11 @@ def _parse_bool(raw: pd.Series) -> pd.Series:
     return flags
 
 
+def is_identifier(column: str) -> bool:
+    """Columns holding ids (``*_id``): trimmed, null sentinels nulled, checked for markup and length."""
+    return column.endswith("_id")
+
+
 def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
     """Cast ``raw`` (strings or already typed) to the canonical columns of ``spec``.
 
@@ -123,6 +133,16 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
             encoding = parsed.str.contains(BAD_TEXT).fillna(False).astype(bool)
             if encoding.any():
                 result.failures["bad_encoding"] = result.failures.get("bad_encoding", encoding) | encoding
+            if is_identifier(column.name):
+                parsed = parsed.str.strip()
+                parsed = parsed.where(~parsed.str.lower().isin(NULL_SENTINELS).fillna(False).astype(bool), None)
+                invalid = parsed.str.contains(ID_FORBIDDEN).fillna(False).astype(bool)
+                if invalid.any():
+                    result.failures["invalid_id"] = result.failures.get("invalid_id", invalid) | invalid
+            limit = MAX_ID_LENGTH if is_identifier(column.name) else MAX_TEXT_LENGTH
+            long = (parsed.str.len() > limit).fillna(False).astype(bool)
+            if long.any():
+                result.failures["field_too_long"] = result.failures.get("field_too_long", long) | long
         typed[column.name] = parsed
         if bad.any():
             rule = PARSE_RULES[column.type]

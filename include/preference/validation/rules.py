@@ -31,6 +31,8 @@ PARSE_RULE_ORDER = (
     "unparseable_number",
     "unparseable_boolean",
     "bad_encoding",
+    "invalid_id",
+    "field_too_long",
 )
 # Blocking rules found before the suite runs.
 STRUCTURE_RULES = ("missing_columns", "wrong_type")
@@ -244,6 +246,8 @@ def rule_catalogue() -> dict[str, str]:
         "unparseable_number": "row: a number that cannot be read or does not fit its type",
         "unparseable_boolean": "row: a flag that is not true/false",
         "bad_encoding": "row: text with undecodable bytes or control characters",
+        "invalid_id": "row: an id with markup, quotes or backslashes (ids are trimmed, textual nulls are nulls)",
+        "field_too_long": "row: an id over 128 characters or a text over 10,000",
         "missing_required": "row: a required value is empty",
         "unknown_event_type": f"row: event_type not one of {', '.join(EVENT_TYPES)}",
         "outside_logical_day": "row: timestamp outside the logical day (UTC)",

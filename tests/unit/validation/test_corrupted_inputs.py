@@ -148,6 +148,11 @@ QUARANTINE_CASES = [
     ("absurd_price", "events", set_rows("price", "1e12", rows=(0,), where=purchases), "implausible_value", 1),
     ("bad_encoding", "events", set_rows("session_id", "S\ufffd\ufffd-1", rows=(0, 1)), "bad_encoding", 2),
     ("control_characters", "events", set_rows("customer_id", "C00\x0001", rows=(0,)), "bad_encoding", 1),
+    ("markup_in_id", "events", set_rows("session_id", "<script>x</script>", rows=(0, 1)), "invalid_id", 2),
+    ("quote_in_id", "orders", set_rows("order_id", 'O"1', rows=(0,)), "invalid_id", 1),
+    ("overlong_id", "events", set_rows("session_id", "S" * 500, rows=(2,)), "field_too_long", 1),
+    ("overlong_text", "events", set_rows("query", "q" * 100_000, rows=(0,)), "field_too_long", 1),
+    ("null_sentinel_id", "events", set_rows("session_id", "NULL", rows=(0, 1, 2)), "missing_required", 3),
     (
         "view_without_product",
         "events",
@@ -180,6 +185,19 @@ def test_row_level_corruption_is_quarantined_under_its_rule(
     assert len(outcome.validated) + len(outcome.quarantine) == len(clean[table])  # nothing lost
     assert len(outcome.validated) == baseline[table] - count  # every untouched valid row kept
     assert (outcome.quarantine.loc[outcome.quarantine["rule"] == rule, "rules"].str.contains(rule)).all()
+
+
+def test_padded_ids_are_trimmed_not_refused(run, clean, baseline, tmp_path):
+    events = clean["events"].copy()
+    events["customer_id"] = "  " + events["customer_id"] + " "
+    events["event_id"] = events["event_id"] + "   "
+    result = run({**clean, "events": events}, tmp_path / "padded")
+    assert result.blocking == []
+    outcome = result.tables["events"]
+    assert len(outcome.validated) == baseline["events"] and outcome.quarantine.empty
+    untouched = run(clean, tmp_path / "clean").tables["events"].validated
+    for column in ("customer_id", "event_id"):
+        assert outcome.validated[column].tolist() == untouched[column].tolist()
 
 
 def test_rating_out_of_range_is_quarantined(run, clean, baseline, tmp_path):

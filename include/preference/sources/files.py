@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import gzip
 import io
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -33,7 +34,8 @@ def read_text_csv(path: Path, columns: tuple[str, ...], time_column: str | None)
             columns of one name, a required column missing, a time column of epoch numbers.
     """
     stat = path.stat()
-    return _read_cached(str(path), stat.st_mtime_ns, stat.st_size, columns, time_column).copy()
+    order = configured_date_order()
+    return _read_cached(str(path), stat.st_mtime_ns, stat.st_size, columns, time_column, order).copy()
 
 
 # Byte order marks of encodings pandas would misread as UTF-8 (UTF-32 first: its LE mark starts like UTF-16's).
@@ -89,7 +91,7 @@ def _check_layout(path: str, data: bytes, columns: tuple[str, ...]) -> list[str]
 
 @lru_cache(maxsize=4)
 def _read_cached(
-    path: str, mtime_ns: int, size: int, columns: tuple[str, ...], time_column: str | None
+    path: str, mtime_ns: int, size: int, columns: tuple[str, ...], time_column: str | None, order: str | None
 ) -> pd.DataFrame:
     data = _file_bytes(path)
     _check_layout(path, data, columns)
@@ -124,7 +126,7 @@ def _read_cached(
                 f"{path}: epoch_timestamps: column {time_column} holds numbers such as {times.iloc[0]!r} "
                 "(seconds or milliseconds since 1970?); expected dates and times such as 2011-12-09 12:50:00"
             )
-        assign_days(frame, time_column)
+        assign_days(frame, time_column, path, order)
         if frame[DAY].isna().all():
             raise SourceFormatError(
                 f"{path}: unreadable_times: none of its {len(frame)} lines has a readable time in column "
@@ -133,8 +135,76 @@ def _read_cached(
     return frame
 
 
-def assign_days(frame: pd.DataFrame, time_column: str) -> None:
-    """Add ``_day``: each line's UTC day; unreadable times get the frame's first day."""
+# Dates written with the day and month as numbers before the year: 03/04/2011, 3.4.2011, 03-04-11.
+NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{2,4})\b")
+DATE_ORDERS = ("day_first", "month_first")
+
+
+def configured_date_order() -> str | None:
+    """``PREFERENCE_DATE_ORDER``: ``day_first``, ``month_first`` or unset (``None``)."""
+    setting = (os.environ.get("PREFERENCE_DATE_ORDER") or "").strip().lower() or None
+    if setting is not None and setting not in DATE_ORDERS:
+        raise SourceFormatError(f"PREFERENCE_DATE_ORDER must be day_first or month_first, not {setting!r}")
+    return setting
+
+
+def date_order(times: pd.Series, source: str, column: str, setting: str | None) -> str | None:
+    """Whether the file's numeric dates put the day or the month first, decided from the whole file:
+    a first number above 12 anywhere means day first, a second one means month first. ``None``
+    when the file has no such dates (ISO dates are never ambiguous).
+
+    ``setting`` (``PREFERENCE_DATE_ORDER``: ``day_first`` or ``month_first``) says which for a file
+    whose numbers never pass 12; it must agree with the file when the file decides.
+
+    Raises:
+        SourceFormatError: ambiguous without the setting, both orders in one file, or a setting
+            that contradicts the file.
+    """
+    parts = times.astype("string").str.extract(NUMERIC_DATE).dropna()
+    if parts.empty:
+        return None
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    day_first, month_first = bool((first > 12).any()), bool((second > 12).any())
+    example = times[parts.index[0]]
+    if day_first and month_first:
+        raise SourceFormatError(
+            f"{source}: mixed_date_order: column {column} has dates with the day first and dates with the "
+            f"month first (e.g. {example!r}); expected one order in a file"
+        )
+    found = "day_first" if day_first else "month_first" if month_first else None
+    if found is not None:
+        if setting is not None and setting != found:
+            raise SourceFormatError(
+                f"{source}: column {column} has its dates {found.replace('_', ' ')}, but PREFERENCE_DATE_ORDER "
+                f"says {setting}"
+            )
+        return found
+    if setting is None:
+        raise SourceFormatError(
+            f"{source}: ambiguous_dates: no date in column {column} tells whether the day or the month comes "
+            f"first ({len(parts)} dates such as {example!r}, no number above 12); set PREFERENCE_DATE_ORDER to "
+            "day_first or month_first"
+        )
+    return setting
+
+
+def assign_days(frame: pd.DataFrame, time_column: str, source: str = "the file", setting: str | None = None) -> None:
+    """Add ``_day``: each line's UTC day; unreadable times get the frame's first day.
+
+    Numeric dates (03/04/2011) are read in the file's order (:func:`date_order`) and landed as ISO
+    8601 text, so validation, which sees one day at a time, reads them as the file meant; every
+    other value stays as the file wrote it.
+    """
+    order = date_order(frame[time_column], source, time_column, setting)
+    if order is not None:
+        text = frame[time_column].astype("string")
+        numeric = text.str.match(NUMERIC_DATE).fillna(False).astype(bool)
+        parsed = pd.to_datetime(
+            text[numeric].str.strip(), errors="coerce", utc=True, format="mixed", dayfirst=order == "day_first"
+        )
+        readable = parsed.notna()
+        iso = parsed[readable].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+        frame.loc[iso.index, time_column] = iso
     days = parse_timestamps(frame[time_column]).dt.date
     first_day = days.dropna().min() if days.notna().any() else None
     frame[DAY] = days.where(days.notna(), first_day)

@@ -28,7 +28,14 @@ import yaml
 
 from include.preference.errors import SourceFormatError
 from include.preference.schema import TABLES
-from include.preference.sources.files import DAY, SOURCE_LINE, assign_days, date_range, read_text_csv
+from include.preference.sources.files import (
+    DAY,
+    SOURCE_LINE,
+    assign_days,
+    configured_date_order,
+    date_range,
+    read_text_csv,
+)
 
 FACTS = ("events", "orders", "reviews")
 
@@ -158,7 +165,7 @@ def read_mapped(mapping: TableMapping) -> pd.DataFrame:
     frame[SOURCE_LINE] = raw[SOURCE_LINE].to_numpy()
     time_column = TABLES[mapping.table].time_column
     if time_column:
-        assign_days(frame, time_column)
+        assign_days(frame, time_column, str(mapping.file), configured_date_order())
     return frame
 
 

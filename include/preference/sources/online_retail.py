@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from include.preference.sources.files import DAY, SOURCE_LINE, day_tables, read_text_csv
+from include.preference.sources.files import DAY, SOURCE_LINE, configured_date_order, day_tables, read_text_csv
 
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
 
@@ -43,11 +43,11 @@ def _customer_id(raw: pd.Series) -> pd.Series:
 def _prepared(path: Path) -> pd.DataFrame:
     """The file with the per-line values every day's snapshots need, derived once per file."""
     stat = path.stat()
-    return _prepared_cached(str(path), stat.st_mtime_ns, stat.st_size)
+    return _prepared_cached(str(path), stat.st_mtime_ns, stat.st_size, configured_date_order())
 
 
 @lru_cache(maxsize=2)
-def _prepared_cached(path: str, mtime_ns: int, size: int) -> pd.DataFrame:  # noqa: ARG001 - cache key
+def _prepared_cached(path: str, mtime_ns: int, size: int, order: str | None) -> pd.DataFrame:  # noqa: ARG001
     invoices = read_invoices(Path(path))
     invoices["_customer"] = _customer_id(invoices["CustomerID"])
     invoices["_code"] = invoices["StockCode"].str.strip()

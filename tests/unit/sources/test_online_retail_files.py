@@ -88,10 +88,46 @@ def test_unreadable_dates_land_on_the_first_day_and_nothing_is_lost(tmp_path):
     assert len(first_day) + len(land_tables(path, dt.date(2010, 12, 2))[0]["orders"]) == 4
 
 
-def test_a_time_validation_can_read_lands_on_its_own_day_whatever_its_layout(tmp_path):
+def test_a_time_validation_can_read_lands_on_its_own_day_whatever_its_layout(tmp_path, monkeypatch):
+    # 12/02/2010 alone cannot say which comes first: the setting does (and the file is refused without).
     slashed = LINES[3].replace("2010-12-02 08:28:00", "12/02/2010 08:28")
-    invoices = read_invoices(write(tmp_path, "\n".join([HEADER, *LINES[:3], slashed]) + "\n"))
+    path = write(tmp_path, "\n".join([HEADER, *LINES[:3], slashed]) + "\n")
+    with pytest.raises(SourceFormatError, match="ambiguous_dates: .* set PREFERENCE_DATE_ORDER"):
+        read_invoices(path)
+    monkeypatch.setenv("PREFERENCE_DATE_ORDER", "month_first")
+    invoices = read_invoices(path)
     assert invoices["_day"].iloc[3] == dt.date(2010, 12, 2)  # not the file's first day
+    assert invoices["InvoiceDate"].iloc[3] == "2010-12-02T08:28:00+00:00"  # landed as validation reads it
+    monkeypatch.setenv("PREFERENCE_DATE_ORDER", "day_first")
+    assert read_invoices(path)["_day"].iloc[3] == dt.date(2010, 2, 12)
+
+
+@pytest.mark.parametrize("order", ["day_first", "month_first"])
+def test_the_file_decides_its_date_order_from_any_date_that_can_only_be_read_one_way(tmp_path, order):
+    # 03/04 is ambiguous; 25/12 (day first) or 12/25 (month first) elsewhere in the file decides.
+    def numeric(day: int, month: int) -> str:
+        return f"{day:02d}/{month:02d}/2010 10:00" if order == "day_first" else f"{month:02d}/{day:02d}/2010 10:00"
+
+    rows = [
+        LINES[0].replace("2010-12-01 08:26:00", numeric(3, 4)),
+        LINES[1].replace("2010-12-01 08:26:00", numeric(25, 12)),
+    ]
+    invoices = read_invoices(write(tmp_path, lines_with(rows=rows), name=f"{order}.csv"))
+    assert invoices["_day"].tolist() == [dt.date(2010, 4, 3), dt.date(2010, 12, 25)]
+    orders = land_tables(write(tmp_path, lines_with(rows=rows), name=f"{order}-2.csv"), dt.date(2010, 4, 3))[0]
+    assert orders["orders"]["order_time"].tolist() == ["2010-04-03T10:00:00+00:00"]
+
+
+def test_both_date_orders_in_one_file_or_a_contradicting_setting_are_refused(tmp_path, monkeypatch):
+    rows = [
+        LINES[0].replace("2010-12-01 08:26:00", "25/12/2010 10:00"),
+        LINES[1].replace("2010-12-01 08:26:00", "12/25/2010 10:00"),
+    ]
+    with pytest.raises(SourceFormatError, match="mixed_date_order"):
+        read_invoices(write(tmp_path, lines_with(rows=rows), name="mixed.csv"))
+    monkeypatch.setenv("PREFERENCE_DATE_ORDER", "month_first")
+    with pytest.raises(SourceFormatError, match="dates day first, but PREFERENCE_DATE_ORDER says month_first"):
+        read_invoices(write(tmp_path, lines_with(rows=rows[:1]), name="contradicts.csv"))
 
 
 def lines_with(header: str = HEADER, rows: list[str] = LINES) -> str:

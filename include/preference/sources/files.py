@@ -18,15 +18,26 @@ from include.preference.validation.casting import parse_timestamps
 
 SOURCE_LINE = "_source_line"
 DAY = "_day"
+# The source line of a line's first copy, on lines that repeat it exactly (validation quarantines
+# them as duplicate_line); null on every other line.
+DUPLICATE_OF = "_duplicate_of"
+# Which exact repeats are duplicates, per source (README, validation section):
+# "all": every repeat of an earlier line; "repeated_days": only in a day whose every distinct line
+# appears the same number of times, two or more (the day, or the file, landed twice over), for
+# sources whose lines legitimately repeat.
+DUPLICATE_POLICIES = ("all", "repeated_days")
 
 
-def read_text_csv(path: Path, columns: tuple[str, ...], time_column: str | None) -> pd.DataFrame:
+def read_text_csv(
+    path: Path, columns: tuple[str, ...], time_column: str | None, duplicates: str = "all"
+) -> pd.DataFrame:
     """The whole file as text, with ``_source_line`` and (given a time column) each line's ``_day``.
 
     BOMs, CRLF, gzip and quoted newlines are handled; undecodable bytes and NUL bytes become
     U+FFFD (validation quarantines the line as bad_encoding; a NUL never cuts a field short).
     Lines whose time cannot be read get the file's first day, so every line lands exactly once.
-    Cached per file version.
+    Exact repeats of a line are marked in ``_duplicate_of`` as ``duplicates`` says (see
+    :func:`duplicate_lines`). Cached per file version.
 
     Raises:
         SourceFormatError: refused with the whole file, naming the file and what was expected: an
@@ -35,7 +46,7 @@ def read_text_csv(path: Path, columns: tuple[str, ...], time_column: str | None)
     """
     stat = path.stat()
     order = configured_date_order()
-    return _read_cached(str(path), stat.st_mtime_ns, stat.st_size, columns, time_column, order).copy()
+    return _read_cached(str(path), stat.st_mtime_ns, stat.st_size, columns, time_column, order, duplicates).copy()
 
 
 # Byte order marks of encodings pandas would misread as UTF-8 (UTF-32 first: its LE mark starts like UTF-16's).
@@ -91,7 +102,13 @@ def _check_layout(path: str, data: bytes, columns: tuple[str, ...]) -> list[str]
 
 @lru_cache(maxsize=4)
 def _read_cached(
-    path: str, mtime_ns: int, size: int, columns: tuple[str, ...], time_column: str | None, order: str | None
+    path: str,
+    mtime_ns: int,
+    size: int,
+    columns: tuple[str, ...],
+    time_column: str | None,
+    order: str | None,
+    duplicates: str,
 ) -> pd.DataFrame:
     data = _file_bytes(path)
     _check_layout(path, data, columns)
@@ -132,7 +149,33 @@ def _read_cached(
                 f"{path}: unreadable_times: none of its {len(frame)} lines has a readable time in column "
                 f"{time_column} (line 2: {times.iloc[0]!r}); expected dates and times such as 2011-12-09 12:50:00"
             )
+    content = [c for c in frame.columns if c not in (SOURCE_LINE, DAY)]
+    frame[DUPLICATE_OF] = duplicate_lines(frame, content, duplicates)
     return frame
+
+
+def duplicate_lines(frame: pd.DataFrame, columns: list[str], policy: str) -> pd.Series:
+    """For each line that exactly repeats an earlier one (all of ``columns`` equal), the source line
+    of the first copy, as ``policy`` counts repeats (see ``DUPLICATE_POLICIES``); null elsewhere."""
+    if policy not in DUPLICATE_POLICIES:
+        raise ValueError(f"unknown duplicate policy {policy!r}; expected one of {', '.join(DUPLICATE_POLICIES)}")
+    out = pd.Series(pd.NA, index=frame.index, dtype="Int64")
+    if frame.empty:
+        return out
+    groups = frame.groupby(columns, dropna=False, sort=False)
+    first = groups[SOURCE_LINE].transform("min")
+    repeat = frame[SOURCE_LINE] != first
+    if policy == "repeated_days" and DAY in frame:
+        sizes = groups[SOURCE_LINE].transform("size")
+        per_day = pd.DataFrame({"day": frame[DAY], "size": sizes})
+        # A day counts as repeated when every distinct line in it appears the same k >= 2 times.
+        stats = per_day.groupby("day", dropna=False)["size"].agg(["min", "max"])
+        repeated_days = set(stats[(stats["min"] == stats["max"]) & (stats["min"] >= 2)].index)
+        repeat &= frame[DAY].isin(repeated_days)
+    elif policy == "repeated_days":
+        repeat &= False
+    out[repeat] = first[repeat].astype("int64")
+    return out
 
 
 # Dates written with the day and month as numbers before the year: 03/04/2011, 3.4.2011, 03-04-11.

@@ -30,10 +30,12 @@ from include.preference.errors import SourceFormatError
 from include.preference.schema import TABLES
 from include.preference.sources.files import (
     DAY,
+    DUPLICATE_OF,
     SOURCE_LINE,
     assign_days,
     configured_date_order,
     date_range,
+    duplicate_lines,
     read_text_csv,
 )
 
@@ -163,6 +165,10 @@ def read_mapped(mapping: TableMapping) -> pd.DataFrame:
     for canonical, value in mapping.constants.items():
         frame[canonical] = value
     frame[SOURCE_LINE] = raw[SOURCE_LINE].to_numpy()
+    if DUPLICATE_OF in raw:
+        frame[DUPLICATE_OF] = raw[DUPLICATE_OF].to_numpy()
+    else:  # Parquet: rows repeating an earlier row in every column
+        frame[DUPLICATE_OF] = duplicate_lines(raw, [c for c in raw.columns if c != SOURCE_LINE], "all").to_numpy()
     time_column = TABLES[mapping.table].time_column
     if time_column:
         assign_days(frame, time_column, str(mapping.file), configured_date_order())
@@ -171,8 +177,9 @@ def read_mapped(mapping: TableMapping) -> pd.DataFrame:
 
 def _canonical(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     out = pd.DataFrame({c: frame.get(c) for c in TABLES[table].column_names}, index=frame.index)
-    if SOURCE_LINE in frame:
-        out[SOURCE_LINE] = frame[SOURCE_LINE]
+    for lineage in (SOURCE_LINE, DUPLICATE_OF):
+        if lineage in frame:
+            out[lineage] = frame[lineage]
     return out.reset_index(drop=True)
 
 

@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from include.preference.sources.files import DAY, SOURCE_LINE, configured_date_order, day_tables, read_text_csv
+from include.preference.sources.files import (
+    DAY,
+    DUPLICATE_OF,
+    SOURCE_LINE,
+    configured_date_order,
+    day_tables,
+    read_text_csv,
+)
 
 COLUMNS = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country")
 
@@ -30,7 +37,9 @@ def read_invoices(path: Path) -> pd.DataFrame:
     Raises:
         SourceFormatError: the file is not a CSV with the Online Retail columns.
     """
-    frame = read_text_csv(path, COLUMNS, "InvoiceDate")
+    # An invoice may list the same product on several identical lines (a till ringing an item again,
+    # lines apart): only a day whose every line repeats (landed twice) counts as duplicated.
+    frame = read_text_csv(path, COLUMNS, "InvoiceDate", duplicates="repeated_days")
     frame["_line"] = frame.groupby("InvoiceNo", sort=False).cumcount() + 1
     return frame
 
@@ -74,6 +83,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "unit_price": today["UnitPrice"],
             "is_cancellation": is_cancellation.map({True: "true", False: "false"}),
             SOURCE_LINE: today[SOURCE_LINE],
+            DUPLICATE_OF: today[DUPLICATE_OF],
         }
     )
     purchases = today[~is_cancellation]
@@ -89,6 +99,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "price": purchases["UnitPrice"],
             "query": None,
             SOURCE_LINE: purchases[SOURCE_LINE],
+            DUPLICATE_OF: purchases[DUPLICATE_OF],
         }
     )
 

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from include.preference.sources.files import DAY, SOURCE_LINE, day_tables, read_text_csv, snapshot_first_seen
+from include.preference.sources.files import (
+    DAY,
+    DUPLICATE_OF,
+    SOURCE_LINE,
+    day_tables,
+    read_text_csv,
+    snapshot_first_seen,
+)
 
 COLUMNS = (
     "event_time",
@@ -48,6 +55,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "price": today["price"],
             "query": None,
             SOURCE_LINE: today[SOURCE_LINE],
+            DUPLICATE_OF: today[DUPLICATE_OF],
         }
     )
     bought = today[mapped == "purchase"]
@@ -62,6 +70,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "unit_price": bought["price"],
             "is_cancellation": "false",
             SOURCE_LINE: bought[SOURCE_LINE],
+            DUPLICATE_OF: bought[DUPLICATE_OF],
         }
     )
     product_key = upto["product_id"].str.strip()

@@ -15,6 +15,8 @@ import pandas as pd
 from include.preference.schema import TableSpec
 
 ROW_ID = "_row"
+# Set by the importers (include.preference.sources.files.DUPLICATE_OF): the first copy's source line.
+DUPLICATE_OF = "_duplicate_of"
 # The logical day of each row when several days are validated together (``validate_days``).
 ROW_DAY = "_logical_day"
 # U+FFFD marks bytes that were not valid in the file's encoding; C0 controls never belong in text.
@@ -111,6 +113,10 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
     if missing:
         return result
     typed: dict[str, pd.Series] = {}
+    if DUPLICATE_OF in raw:  # marked by the importer: an exact repeat of an earlier source line
+        repeat = raw[DUPLICATE_OF].notna().to_numpy(dtype=bool)
+        if repeat.any():
+            result.failures["duplicate_line"] = pd.Series(repeat, index=raw.index)
     for column in spec.columns:
         values = raw[column.name] if column.name in raw else pd.Series(None, index=raw.index, dtype="object")
         given = _present(values)

@@ -26,6 +26,7 @@ KNOWN_CUSTOMER = "_known_customer"
 DAY_SECONDS = 86_400
 # Rules found while casting, before any expectation runs (priority order).
 PARSE_RULE_ORDER = (
+    "duplicate_line",
     "unparseable_timestamp",
     "unparseable_date",
     "unparseable_number",
@@ -241,6 +242,7 @@ def rule_catalogue() -> dict[str, str]:
         "volume_anomaly": "blocking: row count far outside the trailing days' range",
         "stale_data": "blocking: every row is older than the logical day",
         "truncated_day": "blocking: the day's data stops hours before it usually does",
+        "duplicate_line": "row: an exact repeat of an earlier line of the file (the first copy is kept)",
         "unparseable_timestamp": "row: a time that cannot be read",
         "unparseable_date": "row: a date that cannot be read",
         "unparseable_number": "row: a number that cannot be read or does not fit its type",

@@ -31,11 +31,18 @@ def test_the_clickstream_sample_lands_and_splits_as_the_data_warrants(lake_env):
     events = result["tables"]["events"]
     assert events["rows_in"] == len(source) == events["validated"] + events["quarantined"]
     manifest = read_manifest(lake_env, PartitionRef("quarantine", "events", DAY))
-    expected = {"non_positive_price": int(free.sum()), "orphan_product": int(source["product_id"].isin(unpriced).sum())}
+    # A clickstream line repeated exactly (same second, user, product, type) is one event: the
+    # repeats are quarantined as duplicate_line, the first copy kept.
+    repeats = source.duplicated()
+    expected = {
+        "duplicate_line": int(repeats.sum()),
+        "non_positive_price": int(free.sum()),
+        "orphan_product": int(source["product_id"].isin(unpriced).sum()),
+    }
     assert manifest.extra["by_rule_all"] == {rule: n for rule, n in expected.items() if n}
     validated = read_table(lake_env, PartitionRef("validated", "events", DAY)).to_pandas()
     counts = validated["event_type"].value_counts().to_dict()
-    kept = source[~free & ~source["product_id"].isin(unpriced)]["event_type"].value_counts()
+    kept = source[~repeats & ~free & ~source["product_id"].isin(unpriced)]["event_type"].value_counts()
     assert counts == {"view": kept["view"], "add_to_cart": kept["cart"], "purchase": kept["purchase"]}
     orders = result["tables"]["orders"]
     assert orders["rows_in"] == (source["event_type"] == "purchase").sum()

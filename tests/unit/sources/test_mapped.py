@@ -143,3 +143,15 @@ def test_a_symbolic_link_out_of_the_mapping_folder_is_refused(tmp_path):
     (drop_dir / "data" / "orders.csv").write_text(ORDERS_CSV)
     (drop_dir / "orders.csv").symlink_to(drop_dir / "data" / "orders.csv")
     assert load_mapping(path)["orders"].file == (drop_dir / "data" / "orders.csv").resolve()
+
+
+def test_exact_repeated_lines_of_a_drop_are_marked_and_the_first_kept(tmp_path):
+    from include.preference.sources.files import DUPLICATE_OF
+
+    repeated = ORDERS_CSV + ORDERS_CSV.splitlines()[2] + "\n"  # A-2 line 1 once more, at the end
+    tables, _ = land_tables(drop(tmp_path, orders=repeated), DAY)
+    orders = tables["orders"]
+    assert len(orders) == 4 and orders[DUPLICATE_OF].iloc[:3].isna().all()
+    assert orders[DUPLICATE_OF].iloc[3] == 3  # the copy names the first line (line 3 of the file)
+    # Purchase events derived from the orders carry the mark too.
+    assert tables["events"][DUPLICATE_OF].notna().sum() == 1

@@ -174,3 +174,26 @@ def test_some_epoch_times_among_dates_land_to_be_quarantined_not_refused(tmp_pat
     rows = [LINES[0].replace("2010-12-01 08:26:00", "1291191960"), *LINES[1:]]
     lines = read_invoices(write(tmp_path, lines_with(rows=rows)))
     assert len(lines) == len(LINES) and lines["_day"].iloc[0] == DAY  # the file's first day
+
+
+def test_a_line_an_invoice_repeats_is_kept_but_a_day_or_file_landed_twice_is_marked(tmp_path):
+    from include.preference.sources.files import DUPLICATE_OF
+    from include.preference.validation import validate_day
+
+    # One product rung twice on one invoice, lines apart: a real purchase each time (kept).
+    again = lines_with(rows=[*LINES, LINES[0]])
+    invoices = read_invoices(write(tmp_path, again, name="again.csv"))
+    assert invoices[DUPLICATE_OF].isna().all()
+    # The first day's lines appended once more: every line of that day twice, the copies marked.
+    appended = lines_with(rows=[*LINES, *LINES[:3]])
+    invoices = read_invoices(write(tmp_path, appended, name="appended.csv"))
+    assert invoices[DUPLICATE_OF].tolist()[-3:] == [2, 3, 4] and invoices[DUPLICATE_OF].iloc[:4].isna().all()
+    # The whole file twice: every repeat marked, and validation quarantines exactly those.
+    twice = write(tmp_path, lines_with(rows=LINES + LINES), name="twice.csv")
+    tables, facts = land_tables(twice, DAY)
+    assert facts["lines_landed"] == 6
+    result = validate_day(DAY, tables, None)
+    orders = result.tables["orders"]
+    assert orders.by_rule["duplicate_line"] == 3 and orders.rows_in == 6
+    copies = orders.quarantine[orders.quarantine["rule"] == "duplicate_line"]
+    assert sorted(copies["_source_line"].astype(int)) == [6, 7, 8]

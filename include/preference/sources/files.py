@@ -146,7 +146,7 @@ def _read_cached(
         assign_days(frame, time_column, path, order)
         if frame[DAY].isna().all():
             raise SourceFormatError(
-                f"{path}: unreadable_times: none of its {len(frame)} lines has a readable time in column "
+                f"{path}: unreadable_times: none of its {len(frame)} lines has a readable, past time in column "
                 f"{time_column} (line 2: {times.iloc[0]!r}); expected dates and times such as 2011-12-09 12:50:00"
             )
     content = [c for c in frame.columns if c not in (SOURCE_LINE, DAY)]
@@ -248,9 +248,22 @@ def assign_days(frame: pd.DataFrame, time_column: str, source: str = "the file",
         readable = parsed.notna()
         iso = parsed[readable].dt.strftime("%Y-%m-%dT%H:%M:%S+00:00")
         frame.loc[iso.index, time_column] = iso
-    days = parse_timestamps(frame[time_column]).dt.date
+    stamps = parse_timestamps(frame[time_column])
+    future = (stamps > future_horizon()).fillna(False).astype(bool)
+    days = stamps.dt.date.where(~future)
     first_day = days.dropna().min() if days.notna().any() else None
-    frame[DAY] = days.where(days.notna(), first_day)
+    last_day = days.dropna().max() if days.notna().any() else None
+    # Unreadable times land on the file's first day, times in the future on its last: validation
+    # quarantines them there (unparseable_timestamp, future_timestamp) and no line is lost.
+    frame[DAY] = days.where(days.notna() | future, first_day).where(~future, last_day)
+
+
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
+
+
+def future_horizon() -> pd.Timestamp:
+    """Times after this are in the future: now (UTC) plus a day of tolerance for clocks and zones."""
+    return pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE
 
 
 def date_range(frame: pd.DataFrame) -> tuple[dt.date, dt.date]:

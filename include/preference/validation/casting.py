@@ -34,6 +34,8 @@ NULL_SENTINELS = frozenset({"null", "none", "nan", "nil", "n/a", "na", "undefine
 ID_FORBIDDEN = re.compile(r"[<>\"'`\\]")
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 10_000  # titles, queries, review texts
+# A time later than now by more than this is in the future (clock skew and time zones allowed for).
+FUTURE_TOLERANCE = pd.Timedelta(days=1)
 TRUE_WORDS = {"true", "t", "1", "yes", "y"}
 FALSE_WORDS = {"false", "f", "0", "no", "n"}
 
@@ -124,6 +126,9 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
         if column.type == "timestamp":
             parsed = parse_timestamps(values)
             bad = given & parsed.isna()
+            future = (parsed > pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE).fillna(False).astype(bool)
+            if future.any():
+                result.failures["future_timestamp"] = result.failures.get("future_timestamp", future) | future
         elif column.type == "date":
             stamps = parse_timestamps(values)
             bad = given & stamps.isna()

@@ -28,6 +28,7 @@ DAY_SECONDS = 86_400
 PARSE_RULE_ORDER = (
     "duplicate_line",
     "unparseable_timestamp",
+    "future_timestamp",
     "unparseable_date",
     "unparseable_number",
     "unparseable_boolean",
@@ -244,6 +245,7 @@ def rule_catalogue() -> dict[str, str]:
         "truncated_day": "blocking: the day's data stops hours before it usually does",
         "duplicate_line": "row: an exact repeat of an earlier line of the file (the first copy is kept)",
         "unparseable_timestamp": "row: a time that cannot be read",
+        "future_timestamp": "row: a time more than a day after the moment it was validated",
         "unparseable_date": "row: a date that cannot be read",
         "unparseable_number": "row: a number that cannot be read or does not fit its type",
         "unparseable_boolean": "row: a flag that is not true/false",

@@ -197,3 +197,16 @@ def test_a_line_an_invoice_repeats_is_kept_but_a_day_or_file_landed_twice_is_mar
     assert orders.by_rule["duplicate_line"] == 3 and orders.rows_in == 6
     copies = orders.quarantine[orders.quarantine["rule"] == "duplicate_line"]
     assert sorted(copies["_source_line"].astype(int)) == [6, 7, 8]
+
+
+def test_a_time_in_the_future_lands_on_the_files_last_day_to_be_quarantined(tmp_path):
+    rows = [*LINES[:3], LINES[3].replace("2010-12-02 08:28:00", "2099-12-02 08:28:00")]
+    invoices = read_invoices(write(tmp_path, lines_with(rows=rows), name="future.csv"))
+    assert invoices["_day"].tolist() == [DAY] * 4  # the file's last real day is its first here
+    rows = [*LINES, LINES[0].replace("2010-12-01 08:26:00", "2099-01-01 00:00:00")]
+    tables, _ = land_tables(write(tmp_path, lines_with(rows=rows), name="future2.csv"), dt.date(2010, 12, 2))
+    from include.preference.validation import validate_day
+
+    result = validate_day(dt.date(2010, 12, 2), tables, None)
+    assert result.tables["orders"].by_rule.get("future_timestamp") == 1
+    assert result.tables["orders"].rows_in == 2

@@ -341,17 +341,24 @@ def _quoted(value: str) -> str:
     return value.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def experiment_id_for(client: Any, experiment: str) -> str:
-    """The id of the named MLflow experiment, created when missing (safe against a concurrent create)."""
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return str(found.experiment_id)
-    from mlflow.exceptions import MlflowException
+# MLflow 3's UI opens an experiment as GenAI work (traces, tokens, cost) unless its kind says otherwise.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
-    try:
-        return str(client.create_experiment(experiment))
-    except MlflowException:  # created meanwhile by a concurrent run
-        return str(client.get_experiment_by_name(experiment).experiment_id)
+
+def experiment_id_for(client: Any, experiment: str) -> str:
+    """The id of the named MLflow experiment, created when missing (safe against a concurrent create)
+    and tagged as model training, so MLflow's UI opens it on its runs and models."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):  # created meanwhile by a concurrent run
+            client.create_experiment(experiment, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        found = client.get_experiment_by_name(experiment)
+    if found.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # experiments made before the tag
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return str(found.experiment_id)
 
 
 def _delete_ghost(client: Any, name: str, run_id: str) -> None:

@@ -85,6 +85,8 @@ def test_a_worse_model_is_registered_but_not_promoted_and_a_backfill_never_promo
     plot.write_bytes(b"\x89PNG\r\n\x1a\n")
     first = register("run-1", 0.30, [plot])
     assert run_gate(first.version).promote
+    # The experiment opens in MLflow's UI as model training, not GenAI traces.
+    assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
     assert current_champion(client, name).version == first.version
 
     worse = register("run-2", 0.25)

@@ -257,6 +257,7 @@ def run_training_job(
             "mlflow_experiment_id": logged.experiment_id,
             "champion_version": str(champion.version) if champion is not None else None,
             "gate": decision.to_dict(),
+            "k": k,
             "holdout": metrics,
             "threshold_metrics": {**at_threshold, "validation_anchor": anchors[-1].isoformat()},
             "baselines": baselines,

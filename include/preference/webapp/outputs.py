@@ -171,6 +171,7 @@ class Outputs:
             "trained_on": chosen["date"],
             "version": chosen["version"],
             "holdout": chosen["holdout"],
+            "k": chosen.get("k"),  # the ranking metrics' K (reports before it was recorded: None)
             # Reports written before the threshold metrics have none.
             "threshold_metrics": chosen.get("threshold_metrics"),
             "baselines": chosen["baselines"],

@@ -83,6 +83,7 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
             "mlflow_experiment_id": run.info.experiment_id,
             "champion_version": str(version.version),
             "gate": gate.to_dict(),
+            "k": 10,
             "holdout": metrics,
             "threshold_metrics": {**decision, "validation_anchor": training_sets["train"][-1].isoformat()},
             "baselines": baselines,
@@ -207,6 +208,7 @@ def test_pages_show_the_data_and_the_api_is_documented(published, api):
     page = api.get("/ui")
     assert page.status_code == 200
     assert f'id="champion-version">{published["version"]}<' in page.text
+    assert "<th>Recall@10</th>" in page.text and "<th>recall_at_k</th>" not in page.text  # named, with its K
     # The propensity as a decision: the threshold and the holdout's confusion matrix as published.
     decision = api.get("/api/model").json()["threshold_metrics"]
     assert f'id="decision-threshold">{decision["threshold"]:.3f}<' in page.text

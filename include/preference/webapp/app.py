@@ -86,6 +86,15 @@ def _base(request: Request) -> str:
     return str(request.scope.get("root_path", "")).rstrip("/")
 
 
+ID_EXAMPLE = "17850"
+
+
+def _malformed_id_page(request: Request, given: str) -> HTMLResponse:
+    """400 as a page: the id given, what an id looks like, an example, and the way back."""
+    page = render("customer.html", customer_id=given[:80], malformed=True, example=ID_EXAMPLE, base=_base(request))
+    return HTMLResponse(page, status_code=400)
+
+
 def _file_response(found: File | None, what: str) -> Response:
     if found is None:
         raise HTTPException(status_code=404, detail=f"{what} is not published")
@@ -171,15 +180,20 @@ def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
         )
 
     @app.get("/ui/customers", include_in_schema=False)
-    def find_customer(
-        request: Request, customer_id: Annotated[str, Query(pattern=CUSTOMER_ID.pattern, max_length=64)]
-    ) -> Response:
-        return RedirectResponse(url=f"{_base(request)}/ui/customers/{customer_id}", status_code=303)
+    def find_customer(request: Request, customer_id: str = "") -> Response:
+        wanted = customer_id.strip()
+        if not CUSTOMER_ID.fullmatch(wanted):
+            return _malformed_id_page(request, customer_id)
+        return RedirectResponse(url=f"{_base(request)}/ui/customers/{wanted}", status_code=303)
 
     @app.get("/ui/customers/{customer_id}", response_class=HTMLResponse, include_in_schema=False)
-    def customer_page(request: Request, customer_id: CustomerId, store: Lake, day: AsOf = None) -> HTMLResponse:
-        found = store.customer(customer_id, day)
-        page = render("customer.html", customer_id=customer_id, customer=found, base=_base(request))
+    def customer_page(request: Request, customer_id: str, store: Lake, day: AsOf = None) -> HTMLResponse:
+        # The pages answer people: a malformed id gets a page that says what an id looks like.
+        wanted = customer_id.strip()
+        if not CUSTOMER_ID.fullmatch(wanted):
+            return _malformed_id_page(request, customer_id)
+        found = store.customer(wanted, day)
+        page = render("customer.html", customer_id=wanted, customer=found, base=_base(request), day=day)
         return HTMLResponse(page, status_code=200 if found is not None else 404)
 
     return app

@@ -224,7 +224,18 @@ def test_pages_show_the_data_and_the_api_is_documented(published, api):
     ][0].as_py()
     found = api.get(f"/ui/customers/{customer_id}")
     assert found.status_code == 200 and f'<span id="customer-id">{customer_id}</span>' in found.text
-    assert api.get("/ui/customers/C99999999").status_code == 404
+    missing = api.get("/ui/customers/C99999999")
+    assert missing.status_code == 404 and "No published output knows customer C99999999" in missing.text
+    # People get pages, not JSON: a malformed id says what an id looks like, with an example.
+    for malformed in ("a%20b%3Cc", "-x", "x" * 65):
+        page = api.get(f"/ui/customers/{malformed}")
+        assert page.status_code == 400 and 'id="malformed"' in page.text and "for example" in page.text, malformed
+        assert page.headers["content-type"].startswith("text/html")
+    searched = api.get("/ui/customers", params={"customer_id": "bad id!"})
+    assert searched.status_code == 400 and 'id="malformed"' in searched.text
+    # A pasted id with spaces around it is trimmed.
+    trimmed = api.get("/ui/customers", params={"customer_id": f"  {customer_id} "}, follow_redirects=False)
+    assert trimmed.status_code == 303 and trimmed.headers["location"].endswith(f"/ui/customers/{customer_id}")
     spec = api.get("/openapi.json").json()
     lookup = spec["paths"]["/api/customers/{customer_id}"]["get"]
     assert "422" in lookup["responses"] and lookup["parameters"][0]["schema"]["pattern"]

@@ -45,7 +45,6 @@ def main() -> None:
     from bench_input_pipeline import example_rows
 
     table = example_rows(args.rows, seed=4)
-    order = shuffled_order(17)
     timings: dict[str, list[float]] = {"parquet": [], "tfrecord": []}
     sizes: dict[str, int] = {}
     with (
@@ -54,6 +53,7 @@ def main() -> None:
         spark_lake(store, "bench-tfrecord") as lake,
     ):
         spark = lake.ready(spark_session("bench_tfrecord_write", s3=store.settings))
+        order = shuffled_order(17)  # column expressions need the session
         frame = spark.createDataFrame(table.to_pandas()).cache()
         assert frame.count() == args.rows
         for attempt in range(args.repeats + 1):  # the first round warms up Python workers and the JIT

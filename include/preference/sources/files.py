@@ -14,13 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from include.preference.errors import SourceFormatError
-from include.preference.validation.casting import parse_timestamps
+from include.preference.validation.casting import DUPLICATE_OF, future_horizon, parse_timestamps
 
 SOURCE_LINE = "_source_line"
 DAY = "_day"
-# The source line of a line's first copy, on lines that repeat it exactly (validation quarantines
-# them as duplicate_line); null on every other line.
-DUPLICATE_OF = "_duplicate_of"
 # Which exact repeats are duplicates, per source (README, validation section):
 # "all": every repeat of an earlier line; "repeated_days": only in a day whose every distinct line
 # appears the same number of times, two or more (the day, or the file, landed twice over), for
@@ -70,17 +67,21 @@ def _file_bytes(path: str) -> bytes:
         raise SourceFormatError(f"{path} is not a readable CSV file: {error}") from error
 
 
-def _check_layout(path: str, data: bytes, columns: tuple[str, ...]) -> list[str]:
-    """Refuse what would otherwise be misread; the header's fields as the file has them."""
+HEAD_BYTES = 65_536  # the part of a file its layout is judged on (header, encoding)
+
+
+def _check_layout(path: str, data: bytes, columns: tuple[str, ...]) -> None:
+    """Refuse what would otherwise be misread, judged on the file's head (no copy of the whole)."""
     for bom, encoding in FOREIGN_BOMS:
         if data.startswith(bom):
             raise SourceFormatError(f"{path} is encoded as {encoding}; expected UTF-8 (save the file as UTF-8)")
-    if b"\x00" in data[:4096] and data[:4096].count(b"\x00") > len(data[:4096]) // 4:
+    sample = data[:4096]
+    if sample.count(b"\x00") > len(sample) // 4:
         raise SourceFormatError(f"{path} is mostly NUL bytes (UTF-16/32 without a byte order mark?); expected UTF-8")
-    text = data.decode("utf-8-sig", errors="replace")
-    if not text.strip():
+    text = data[:HEAD_BYTES].decode("utf-8-sig", errors="replace")
+    if not text.strip() and not data.decode("utf-8-sig", errors="replace").strip():
         raise SourceFormatError(f"{path} is empty: expected a header line and at least one line of data")
-    header_line = text.splitlines()[0]
+    header_line = text.splitlines()[0] if text.strip() else ""
     header = [field.strip() for field in next(csv.reader([header_line]))]
     missing = [c for c in columns if c not in header]
     if missing:
@@ -97,7 +98,6 @@ def _check_layout(path: str, data: bytes, columns: tuple[str, ...]) -> list[str]
             f"{path}: duplicate_header: column(s) {', '.join(repeated)} appear more than once in the header; "
             "expected each column once"
         )
-    return header
 
 
 @lru_cache(maxsize=4)
@@ -256,14 +256,6 @@ def assign_days(frame: pd.DataFrame, time_column: str, source: str = "the file",
     # Unreadable times land on the file's first day, times in the future on its last: validation
     # quarantines them there (unparseable_timestamp, future_timestamp) and no line is lost.
     frame[DAY] = days.where(days.notna() | future, first_day).where(~future, last_day)
-
-
-FUTURE_TOLERANCE = pd.Timedelta(days=1)
-
-
-def future_horizon() -> pd.Timestamp:
-    """Times after this are in the future: now (UTC) plus a day of tolerance for clocks and zones."""
-    return pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE
 
 
 def date_range(frame: pd.DataFrame) -> tuple[dt.date, dt.date]:

@@ -15,7 +15,8 @@ import pandas as pd
 from include.preference.schema import TableSpec
 
 ROW_ID = "_row"
-# Set by the importers (include.preference.sources.files.DUPLICATE_OF): the first copy's source line.
+# Set by the importers (include.preference.sources.files) on a line that exactly repeats an earlier
+# one: the first copy's source line; null on every other line. Validation quarantines it as duplicate_line.
 DUPLICATE_OF = "_duplicate_of"
 # The logical day of each row when several days are validated together (``validate_days``).
 ROW_DAY = "_logical_day"
@@ -49,6 +50,12 @@ class CastResult:
     failed_columns: dict[str, pd.Series] = field(default_factory=dict)  # column -> boolean mask
     missing_columns: list[str] = field(default_factory=list)
     extra_columns: list[str] = field(default_factory=list)
+
+
+def future_horizon() -> pd.Timestamp:
+    """Times after this are in the future: now (UTC) plus ``FUTURE_TOLERANCE``. Importers and
+    validation share it."""
+    return pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE
 
 
 def _present(raw: pd.Series) -> pd.Series:
@@ -126,7 +133,7 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
         if column.type == "timestamp":
             parsed = parse_timestamps(values)
             bad = given & parsed.isna()
-            future = (parsed > pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE).fillna(False).astype(bool)
+            future = (parsed > future_horizon()).fillna(False).astype(bool)
             if future.any():
                 result.failures["future_timestamp"] = result.failures.get("future_timestamp", future) | future
         elif column.type == "date":

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from include.preference.errors import PreferenceError
-from include.preference.sources.files import DAY, read_text_csv
-from include.preference.sources.online_retail import COLUMNS, land_tables
+from include.preference.sources.files import DAY
+from include.preference.sources.online_retail import COLUMNS, land_tables, read_invoices
 from include.preference.validation import validate_day
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]
@@ -109,47 +109,45 @@ def corrupted_files(draw: st.DrawFn) -> bytes:
         return text.encode("utf-8")
 
 
-def land_every_day(path: Path) -> tuple[dict[dt.date, dict], int] | None:
-    """Every day of the file landed, and the file's line count; None when the file is refused."""
-    try:
-        lines = read_text_csv(path, COLUMNS, "InvoiceDate")
-        days = sorted(set(lines[DAY].dropna()))
-        landed = {day: land_tables(path, day) for day in days}
-    except PreferenceError:
-        return None
+def land_every_day(data: bytes) -> tuple[dict[dt.date, tuple[dict, dict]], int] | None:
+    """``data`` as a file, every day of it landed (tables and facts per day) with the file's line
+    count; None when the file is refused."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "retail.csv"
+        path.write_bytes(data)
+        try:
+            lines = read_invoices(path)
+            days = sorted(set(lines[DAY].dropna()))
+            landed = {day: land_tables(path, day) for day in days}
+        except PreferenceError:
+            return None
     return landed, len(lines)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(corrupted_files())
 def test_landing_refuses_with_a_message_or_lands_every_line_once(data):
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "retail.csv"
-        path.write_bytes(data)
-        result = land_every_day(path)
-        if result is None:
-            return
-        landed, file_lines = result
-        assert sum(facts["lines_landed"] for _, facts in landed.values()) == file_lines
+    result = land_every_day(data)
+    if result is None:
+        return
+    landed, file_lines = result
+    assert sum(facts["lines_landed"] for _, facts in landed.values()) == file_lines
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(corrupted_files())
 def test_validation_refuses_with_a_message_or_accounts_for_every_row(data):
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "retail.csv"
-        path.write_bytes(data)
-        result = land_every_day(path)
-        if result is None:
-            return
-        landed, _ = result
-        day = min(landed)
-        tables, _ = landed[day]
-        try:
-            validation = validate_day(day, tables, None)
-        except PreferenceError:
-            return
-        for name, outcome in validation.tables.items():
-            if outcome.blocking and not len(outcome.validated) + len(outcome.quarantine):
-                continue  # a structural refusal of the table: nothing published, reported by rule
-            assert outcome.rows_in == len(outcome.validated) + len(outcome.quarantine), name
+    result = land_every_day(data)
+    if result is None:
+        return
+    landed, _ = result
+    day = min(landed)
+    tables, _ = landed[day]
+    try:
+        validation = validate_day(day, tables, None)
+    except PreferenceError:
+        return
+    for name, outcome in validation.tables.items():
+        if outcome.blocking and not len(outcome.validated) + len(outcome.quarantine):
+            continue  # a structural refusal of the table: nothing published, reported by rule
+        assert outcome.rows_in == len(outcome.validated) + len(outcome.quarantine), name

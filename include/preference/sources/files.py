@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -154,6 +155,37 @@ def _read_cached(
     return frame
 
 
+def line_digests(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Each line's identity from its content: 16 hex digits of BLAKE2b over ``columns`` as the file
+    wrote them (stripped, joined by the unit separator). The same fields give the same digest in any
+    file, at any line, on any machine; the line number stays beside it for lineage."""
+    if frame.empty:
+        return pd.Series([], index=frame.index, dtype=object)
+    joined = frame[columns[0]].astype("string").fillna("").str.strip()
+    for column in columns[1:]:
+        joined = joined + "\x1f" + frame[column].astype("string").fillna("").str.strip()
+    digests = [hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest() for text in joined]
+    return pd.Series(digests, index=frame.index, dtype=object)
+
+
+def conflicting_lines(frame: pd.DataFrame, identity: list[str], content: list[str]) -> pd.Series:
+    """``"true"`` on every line whose identity (``identity`` columns) another line shares with other
+    content (some of ``content`` differs), null elsewhere. Exact repeats are not conflicts: they are
+    marked by :func:`duplicate_lines`."""
+    out = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if frame.empty:
+        return out
+    keys = frame[identity].apply(lambda column: column.astype("string").fillna("").str.strip())
+    values = frame[content].apply(lambda column: column.astype("string").fillna("").str.strip())
+    versions = pd.concat([keys, values.add_prefix("_v_")], axis=1).drop_duplicates()
+    shared = versions.duplicated(identity, keep=False)
+    if shared.any():
+        clashing = versions.loc[shared, identity].drop_duplicates()
+        marked = keys.reset_index().merge(clashing, on=identity)["index"]
+        out[out.index.isin(marked)] = "true"
+    return out
+
+
 def duplicate_lines(frame: pd.DataFrame, columns: list[str], policy: str) -> pd.Series:
     """For each line that exactly repeats an earlier one (all of ``columns`` equal), the source line
     of the first copy, as ``policy`` counts repeats (see ``DUPLICATE_POLICIES``); null elsewhere."""
@@ -251,11 +283,42 @@ def assign_days(frame: pd.DataFrame, time_column: str, source: str = "the file",
     stamps = parse_timestamps(frame[time_column])
     future = (stamps > future_horizon()).fillna(False).astype(bool)
     days = stamps.dt.date.where(~future)
+    outlying = outlying_days(days)
+    days = days.where(~outlying)
     first_day = days.dropna().min() if days.notna().any() else None
     last_day = days.dropna().max() if days.notna().any() else None
-    # Unreadable times land on the file's first day, times in the future on its last: validation
-    # quarantines them there (unparseable_timestamp, future_timestamp) and no line is lost.
-    frame[DAY] = days.where(days.notna() | future, first_day).where(~future, last_day)
+    # Unreadable times land on the file's first day, times in the future on its last, and a day far
+    # outside the file's run of days (a mistyped year) on the nearer end: validation quarantines them
+    # there (unparseable_timestamp, future_timestamp, outside_logical_day) and no line is lost.
+    before = outlying & (stamps.dt.date < first_day) if first_day is not None else outlying
+    frame[DAY] = days.where(days.notna() | future | outlying, first_day).where(~future, last_day)
+    frame.loc[outlying, DAY] = pd.Series(first_day, index=frame.index).where(before, last_day)[outlying]
+
+
+# A run of days apart from the rest of the file by more than OUTLYING_GAP_DAYS, holding at most
+# OUTLYING_SHARE of the file's lines, is a mistake in the dates (2001 for 2011), not trading days.
+OUTLYING_GAP_DAYS = 90
+OUTLYING_SHARE = 0.01
+
+
+def outlying_days(days: pd.Series) -> pd.Series:
+    """Lines whose day lies in a small run of days far from the file's main run (see OUTLYING_*).
+
+    Days are split into runs wherever two consecutive days with lines are more than
+    ``OUTLYING_GAP_DAYS`` apart; every run but the largest that holds at most ``OUTLYING_SHARE`` of
+    the lines is outlying. A file of two long periods keeps both."""
+    known = days.dropna()
+    counts = known.value_counts().sort_index()
+    if len(counts) < 2:
+        return pd.Series(False, index=days.index)
+    stamps = pd.to_datetime(pd.Series(counts.index))
+    runs = (stamps.diff().dt.days > OUTLYING_GAP_DAYS).cumsum().to_numpy()
+    sizes = pd.Series(counts.to_numpy()).groupby(runs).sum()
+    small = set(sizes[(sizes <= OUTLYING_SHARE * len(known)) & (sizes.index != sizes.idxmax())].index)
+    if not small:
+        return pd.Series(False, index=days.index)
+    far = {day for day, run in zip(counts.index, runs, strict=True) if run in small}
+    return days.isin(far).fillna(False).astype(bool)
 
 
 def date_range(frame: pd.DataFrame) -> tuple[dt.date, dt.date]:

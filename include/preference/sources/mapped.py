@@ -136,12 +136,16 @@ def _confined_file(folder: Path, table: str, value: object, mistakes: list[str])
     if named.is_absolute():
         mistakes.append(f"{table}: file {value!r} is absolute; name a file beside the mapping (relative path)")
         return None
-    resolved = (folder / named).resolve()  # follows symbolic links
-    if not resolved.is_relative_to(folder):
-        mistakes.append(f"{table}: file {value!r} leads out of the mapping's folder {folder} (to {resolved})")
-        return None
-    if not resolved.is_file():
-        mistakes.append(f"{table}: file {value!r} does not exist in {folder}")
+    try:
+        resolved = (folder / named).resolve()  # follows symbolic links
+        if not resolved.is_relative_to(folder):
+            mistakes.append(f"{table}: file {value!r} leads out of the mapping's folder {folder} (to {resolved})")
+            return None
+        if not resolved.is_file():
+            mistakes.append(f"{table}: file {value!r} does not exist in {folder}")
+            return None
+    except OSError as error:  # a name too long, a loop of links, a folder that cannot be read
+        mistakes.append(f"{table}: file {value[:200]!r} cannot be opened: {error.strerror or error}")
         return None
     return resolved
 

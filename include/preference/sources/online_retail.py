@@ -25,6 +25,7 @@ from include.preference.sources.files import (
     SOURCE_LINE,
     configured_date_order,
     day_tables,
+    line_digests,
     read_text_csv,
 )
 
@@ -65,6 +66,15 @@ def _prepared_cached(path: str, mtime_ns: int, size: int, order: str | None) -> 
     return invoices
 
 
+def _event_ids(lines: pd.DataFrame) -> pd.Series:
+    """Each purchase's identity from its content: ``<invoice>-<digest of the line>``, and ``-<k>`` on
+    the k-th identical line of an invoice (an invoice may ring one product up on identical lines)."""
+    digests = line_digests(lines, list(COLUMNS))
+    ids = lines["InvoiceNo"].str.strip() + "-" + digests
+    copy = digests.groupby([lines["InvoiceNo"].str.strip(), digests]).cumcount() + 1
+    return ids.where(copy == 1, ids + "-" + copy.astype(str))
+
+
 def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """The raw tables for ``day`` and facts for the manifests (closed day, lines in the file)."""
     invoices = _prepared(path)  # shared between days: read, never modified
@@ -89,7 +99,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
     purchases = today[~is_cancellation]
     events = pd.DataFrame(
         {
-            "event_id": purchases["InvoiceNo"].str.strip() + "-" + purchases["_line"].astype(str),
+            "event_id": _event_ids(purchases),
             "event_time": purchases["InvoiceDate"],
             "customer_id": _customer_id(purchases["CustomerID"]),
             "session_id": purchases["InvoiceNo"].str.strip(),

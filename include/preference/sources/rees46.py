@@ -16,10 +16,13 @@ from include.preference.sources.files import (
     DAY,
     DUPLICATE_OF,
     SOURCE_LINE,
+    conflicting_lines,
     day_tables,
+    line_digests,
     read_text_csv,
     snapshot_first_seen,
 )
+from include.preference.validation.casting import CONFLICTING
 
 COLUMNS = (
     "event_time",
@@ -33,6 +36,10 @@ COLUMNS = (
     "user_session",
 )
 EVENT_TYPES = {"view": "view", "cart": "add_to_cart", "purchase": "purchase"}
+# What makes an event itself (the file has no event id): who did what to which product, when, in which
+# session. Lines that agree on these and differ elsewhere (price, category, brand) are two versions of
+# one event: every copy is quarantined (conflicting_duplicate). Exact repeats are duplicate_line.
+IDENTITY = ["event_time", "event_type", "product_id", "user_id", "user_session"]
 
 
 def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
@@ -43,9 +50,11 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
     kind = today["event_type"].str.strip()
     mapped = kind.map(EVENT_TYPES).fillna(kind)
     in_basket = mapped.isin(["add_to_cart", "purchase"])
+    conflicts = conflicting_lines(today, IDENTITY, [c for c in COLUMNS if c not in IDENTITY])
     events = pd.DataFrame(
         {
-            "event_id": path.name.split(".")[0] + ":" + today[SOURCE_LINE].astype(str),
+            # The event's identity from its content, whatever the file's name or the line's place in it.
+            "event_id": line_digests(today, IDENTITY),
             "event_time": today["event_time"],
             "customer_id": today["user_id"].str.strip(),
             "session_id": today["user_session"].str.strip(),
@@ -56,6 +65,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "query": None,
             SOURCE_LINE: today[SOURCE_LINE],
             DUPLICATE_OF: today[DUPLICATE_OF],
+            CONFLICTING: conflicts,
         }
     )
     bought = today[mapped == "purchase"]
@@ -71,6 +81,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "is_cancellation": "false",
             SOURCE_LINE: bought[SOURCE_LINE],
             DUPLICATE_OF: bought[DUPLICATE_OF],
+            CONFLICTING: conflicts[bought.index],
         }
     )
     product_key = upto["product_id"].str.strip()

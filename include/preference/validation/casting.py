@@ -18,6 +18,9 @@ ROW_ID = "_row"
 # Set by the importers (include.preference.sources.files) on a line that exactly repeats an earlier
 # one: the first copy's source line; null on every other line. Validation quarantines it as duplicate_line.
 DUPLICATE_OF = "_duplicate_of"
+# Set by an importer on every line whose identity another line shares with different content (two
+# versions of one event: which is true is unknown); validation quarantines them all as conflicting_duplicate.
+CONFLICTING = "_conflicting"
 # The logical day of each row when several days are validated together (``validate_days``).
 ROW_DAY = "_logical_day"
 # U+FFFD marks bytes that were not valid in the file's encoding; C0 controls never belong in text.
@@ -126,6 +129,10 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
         repeat = raw[DUPLICATE_OF].notna().to_numpy(dtype=bool)
         if repeat.any():
             result.failures["duplicate_line"] = pd.Series(repeat, index=raw.index)
+    if CONFLICTING in raw:
+        clash = raw[CONFLICTING].notna().to_numpy(dtype=bool)
+        if clash.any():
+            result.failures["conflicting_duplicate"] = pd.Series(clash, index=raw.index)
     for column in spec.columns:
         values = raw[column.name] if column.name in raw else pd.Series(None, index=raw.index, dtype="object")
         given = _present(values)

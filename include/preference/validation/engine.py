@@ -31,6 +31,7 @@ from include.preference.validation.rules import (
     PLAUSIBLE_COLUMNS,
     PRODUCT_CODE,
     SECONDS,
+    TABLE_KEY,
     VALIDATION_ORDER,
     Plausibility,
     RuleContext,
@@ -149,8 +150,9 @@ class DayValidation:
         }
 
 
-def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext) -> pd.DataFrame:
-    """Columns the expectations read: seconds into the day, normalised codes, orphan flags.
+def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext, copies: np.ndarray | None = None) -> pd.DataFrame:
+    """Columns the expectations read: seconds into the day, normalised codes, orphan flags, the key
+    (null on ``copies``: rows already quarantined as repeats of another line).
 
     With several days (``ROW_DAY`` present) each row is measured against its own day and the
     orphan checks look it up in its own day's catalogue (known keys are ``day|id``).
@@ -175,6 +177,13 @@ def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext) -> pd.DataFrame:
     if "customer_id" in out and ctx.known_customers is not None:
         known = _lookup_keys(out, "customer_id").isin(ctx.known_customers)
         out[KNOWN_CUSTOMER] = (known | out["customer_id"].isna()).astype(bool)
+    parts = [out[column].astype("string") for column in (*spec.key, *((ROW_DAY,) if several else ()))]
+    key = parts[0]
+    for part in parts[1:]:
+        key = key + "\x1f" + part
+    if copies is not None:
+        key = key.where(~copies)
+    out[TABLE_KEY] = key.astype(object).where(key.notna(), None)
     return out
 
 
@@ -382,7 +391,11 @@ def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Sui
     if outcome.blocking:
         return outcome
 
-    frame = _helpers(cast.frame, table, ctx)
+    copies = np.zeros(len(cast.frame), dtype=bool)
+    for rule in ("duplicate_line", "conflicting_duplicate"):
+        if rule in cast.failures:
+            copies |= cast.failures[rule].to_numpy(dtype=bool)
+    frame = _helpers(cast.frame, table, ctx, copies)
     rules = table_rules(spec, ctx, len(frame))
     results = suites.run(table, frame, rules, ctx.day)
 

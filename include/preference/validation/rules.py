@@ -23,10 +23,14 @@ PRODUCT_CODE = "_product_code"
 # Orphan checks read precomputed flags: a value set of every known id would bloat the Data Docs.
 KNOWN_PRODUCT = "_known_product"
 KNOWN_CUSTOMER = "_known_customer"
+# The table's key as one value (with the row's day when several days are validated together), null on
+# rows already quarantined as copies (duplicate_line, conflicting_duplicate): duplicate_keys judges the rest.
+TABLE_KEY = "_table_key"
 DAY_SECONDS = 86_400
 # Rules found while casting, before any expectation runs (priority order).
 PARSE_RULE_ORDER = (
     "duplicate_line",
+    "conflicting_duplicate",
     "unparseable_timestamp",
     "future_timestamp",
     "unparseable_date",
@@ -182,10 +186,7 @@ def table_rules(spec: TableSpec, ctx: RuleContext, row_count: int) -> list[Rule]
     # Blocking rules: judged on the whole day (on each day, when several are validated together).
     if ctx.several_days:
         return rules + _several_days_blocking_rules(spec, ctx, row_count)
-    if len(spec.key) == 1:
-        blocking("duplicate_keys", gxe.ExpectColumnValuesToBeUnique, column=spec.key[0])
-    else:
-        blocking("duplicate_keys", gxe.ExpectCompoundColumnsToBeUnique, column_list=list(spec.key))
+    blocking("duplicate_keys", gxe.ExpectColumnValuesToBeUnique, column=TABLE_KEY)
     if not spec.may_be_empty and not ctx.closed_day:
         blocking("empty_day", gxe.ExpectTableRowCountToBeBetween, min_value=1)
     trailing = ctx.trailing
@@ -222,7 +223,7 @@ def _several_days_blocking_rules(spec: TableSpec, ctx: RuleContext, row_count: i
 
     if ctx.trailing is not None:
         raise ValueError("trailing statistics judge one day of a live feed; validate that day alone")
-    rules = [_blocking("duplicate_keys", gxe.ExpectCompoundColumnsToBeUnique, column_list=[*spec.key, ROW_DAY])]
+    rules = [_blocking("duplicate_keys", gxe.ExpectColumnValuesToBeUnique, column=TABLE_KEY)]
     open_days = sorted(d.isoformat() for d in ctx.days if d not in ctx.closed_days)
     if not spec.may_be_empty and open_days:
         rules.append(
@@ -244,6 +245,7 @@ def rule_catalogue() -> dict[str, str]:
         "stale_data": "blocking: every row is older than the logical day",
         "truncated_day": "blocking: the day's data stops hours before it usually does",
         "duplicate_line": "row: an exact repeat of an earlier line of the file (the first copy is kept)",
+        "conflicting_duplicate": "row: one event on several lines that disagree (every copy quarantined)",
         "unparseable_timestamp": "row: a time that cannot be read",
         "future_timestamp": "row: a time more than a day after the moment it was validated",
         "unparseable_date": "row: a date that cannot be read",

@@ -11,6 +11,7 @@ import pytest
 from include.preference.errors import SourceFormatError
 from include.preference.schema import TABLES
 from include.preference.sources.mapped import land_tables, load_mapping
+from tests.support.drops import ORDERS_MAPPING
 
 pytestmark = pytest.mark.unit
 
@@ -22,13 +23,7 @@ A-2,2,2024-02-03T10:00:00Z,u1,sku-1,1,9.49,no
 A-3,1,2024-02-03T18:30:00+01:00,u2,sku-3,1,20.00,yes
 A-4,1,2024-02-05T08:00:00Z,u3,sku-2,1,5.00,no
 """
-MAPPING = """
-tables:
-  orders:
-    file: orders.csv
-    columns: {order_id: OrderRef, line_number: Line, order_time: CreatedAt, customer_id: Buyer,
-              product_id: Sku, quantity: Qty, unit_price: Price, is_cancellation: Cancelled}
-"""
+MAPPING = ORDERS_MAPPING
 
 
 def drop(tmp_path: Path, mapping: str = MAPPING, orders: str = ORDERS_CSV) -> Path:

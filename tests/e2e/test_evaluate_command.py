@@ -59,7 +59,11 @@ def test_evaluate_writes_the_report_contract_on_online_retail(s3_service, store,
     assert report["protocol"]["cutoff"] == CUTOFF.isoformat() and report["protocol"]["k"] == 10
     assert report["n_eval_customers"] == len(expected_customers()) > 20
     assert set(report["model"]) == METRICS | {"auc"}
-    assert set(report["baselines"]) == {"popularity", "buy_again", "als"}
+    assert set(report["baselines"]) == {"popularity", "buy_again", "buy_again_decayed", "tifu_knn", "als"}
+    # The tuned baselines chose their settings on the horizon before the cutoff, never after it.
+    for name in ("buy_again_decayed", "tifu_knn"):
+        tuned = report["baseline_settings"][name]
+        assert tuned["split"] == (CUTOFF - dt.timedelta(days=HORIZON)).isoformat() and tuned["tried"] > 1
     for metrics in (report["model"], *report["baselines"].values()):
         assert set(metrics) >= METRICS and all(0.0 <= metrics[m] <= 1.0 for m in METRICS)
     assert report["model"]["auc"] > 0.5

@@ -364,9 +364,24 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
         labels.to_numpy(),
         scored["score"].to_numpy(),
     )
+    # Hyper-parameters from the horizon before the cutoff, on purchases up to the cutoff only.
+    tuned = {
+        name: baselines.tuned_on_earlier_split(name, history, protocol.cutoff, protocol.horizon_days, protocol.k)
+        for name in ("buy_again_decayed", "tifu_knn")
+    }
     baseline_lists = {
         "popularity": baselines.popularity(history, evaluated, protocol.cutoff, protocol.k),
         "buy_again": baselines.buy_again(history, evaluated, protocol.cutoff, protocol.k),
+        "buy_again_decayed": baselines.buy_again_decayed(
+            history,
+            evaluated,
+            protocol.cutoff,
+            protocol.k,
+            baselines.DecayedSettings(**tuned["buy_again_decayed"]["settings"]),
+        ),
+        "tifu_knn": baselines.tifu_knn(
+            history, evaluated, protocol.cutoff, protocol.k, baselines.TifuSettings(**tuned["tifu_knn"]["settings"])
+        ),
         "als": baselines.als(spark, history, evaluated, protocol.cutoff, protocol.k),
     }
     baseline_metrics = {name: ranking_metrics(recs, truth, protocol.k) for name, recs in baseline_lists.items()}
@@ -380,6 +395,7 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
         "model": model_metrics,
         "threshold_metrics": {**decision, "validation_anchor": anchors[newest].isoformat()},
         "baselines": baseline_metrics,
+        "baseline_settings": tuned,
         "slices": {
             name: sliced_ranking_metrics(recs, truth, protocol.k, slices["customer"])
             for name, recs in {"model": recommended, **baseline_lists}.items()

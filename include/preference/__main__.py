@@ -91,18 +91,29 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if not args.input.is_file():
         raise SystemExit(f"--input {args.input}: no such file")
-    for option in ("horizon_days", "k", "training_anchors", "anchor_step_days", "epochs"):
+    for option in ("horizon_days", "k", "training_anchors", "anchor_step_days", "epochs", "folds", "fold_step_days"):
         if getattr(args, option) < 1:
             raise SystemExit(f"--{option.replace('_', '-')} must be at least 1, got {getattr(args, option)}")
+    try:
+        cutoffs = tuple(dt.date.fromisoformat(c.strip()) for c in args.cutoffs.split(",") if c.strip())
+    except ValueError as error:
+        raise SystemExit(
+            f"--cutoffs {args.cutoffs!r}: expected dates such as 2011-08-10,2011-09-09 ({error})"
+        ) from None
+    if args.cutoff is None and not cutoffs:
+        raise SystemExit("give --cutoff (and optionally --cutoffs), or --cutoffs")
     protocol = Protocol(
         args.source,
         str(args.input),
-        args.cutoff,
+        args.cutoff or max(cutoffs),
         args.horizon_days,
         args.k,
         training_anchors=args.training_anchors,
         anchor_step_days=args.anchor_step_days,
         epochs=args.epochs,
+        cutoffs=cutoffs,
+        folds=args.folds,
+        fold_step_days=args.fold_step_days,
     )
     from include.preference.config import load_settings
     from include.preference.storage import ObjectStore
@@ -117,6 +128,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "model": report["model"],
         "threshold_metrics": report["threshold_metrics"],
         **report["baselines"],
+        "pooled": report["pooled"],
     }
     print(json.dumps(summary, indent=2))
     return 0
@@ -163,7 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     evaluate.add_argument("--source", required=True, choices=["online_retail", "rees46"])
     evaluate.add_argument("--input", required=True, type=Path, help="the CSV file (.csv or .csv.gz)")
-    evaluate.add_argument("--cutoff", required=True, type=dt.date.fromisoformat, help="last day of history")
+    evaluate.add_argument(
+        "--cutoff", type=dt.date.fromisoformat, default=None, help="last day of history (the report's main cutoff)"
+    )
+    evaluate.add_argument(
+        "--cutoffs",
+        default="",
+        help="rolling origin: the cutoffs to evaluate, comma-separated (default: --cutoff and --folds - 1 earlier "
+        "ones --fold-step-days apart); without --cutoff the latest is the main one",
+    )
+    evaluate.add_argument("--folds", type=int, default=3, help="cutoffs when --cutoffs is not given (default 3)")
+    evaluate.add_argument("--fold-step-days", type=int, default=30, help="days between default cutoffs (default 30)")
     evaluate.add_argument("--horizon-days", required=True, type=int, help="length of the window after the cutoff")
     evaluate.add_argument("--k", type=int, default=10, help="list length for the ranking metrics")
     evaluate.add_argument("--output", required=True, type=Path, help="where to write the JSON report")

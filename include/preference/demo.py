@@ -214,6 +214,11 @@ def log_evaluation(tracking_uri: str, report: dict[str, Any], report_path: Path)
     for baseline, metrics in report["baselines"].items():
         values.update({f"{baseline}_{k}": float(v) for k, v in metrics.items()})
     values["n_eval_customers"] = float(report["n_eval_customers"])
+    pooled = report.get("pooled") or {}
+    for name, metrics in pooled.get("metrics", {}).items():
+        values[f"pooled_{name}_recall_at_k"] = float(metrics["recall_at_k"])
+    for baseline, interval in pooled.get("model_over_baseline_recall", {}).items():
+        values.update({f"pooled_model_over_{baseline}_{k}": float(interval[k]) for k in ("ratio", "low", "high")})
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,
@@ -247,12 +252,20 @@ def format_evaluation(evaluation: EvaluationResult | None, note: str = "") -> li
         f"Online Retail evaluation ({evaluation.seconds:.0f}s): {evaluation.input.name}, trained on anchors "
         f"{', '.join(report['training']['anchors'])}, {report['n_eval_customers']} customers evaluated on "
         f"their purchases {window}",
-        f"  {'':12s} {'recall@' + str(k):>10s} {'ndcg@' + str(k):>9s} {'hit@' + str(k):>8s}",
+        f"  {'':18s} {'recall@' + str(k):>10s} {'ndcg@' + str(k):>9s} {'hit@' + str(k):>8s}",
     ]
     for name, metrics in {"model": report["model"], **report["baselines"]}.items():
         lines.append(
-            f"  {name:12s} {metrics['recall_at_k']:10.3f} {metrics['ndcg_at_k']:9.3f} {metrics['hit_rate_at_k']:8.3f}"
+            f"  {name:18s} {metrics['recall_at_k']:10.3f} {metrics['ndcg_at_k']:9.3f} {metrics['hit_rate_at_k']:8.3f}"
         )
+    pooled = report.get("pooled")
+    if pooled:
+        lines.append(
+            f"  pooled over cutoffs {', '.join(pooled['cutoffs'])} ({pooled['units']} customer-cutoffs): "
+            f"model recall@{k} over each baseline's, paired bootstrap 95% interval"
+        )
+        for name, interval in pooled["model_over_baseline_recall"].items():
+            lines.append(f"    {name:18s} {interval['ratio']:5.2f}x ({interval['low']:.2f}-{interval['high']:.2f})")
     lines += [f"  report: {evaluation.report_path}", f"  MLflow: {evaluation.mlflow_run_url}"]
     return lines
 

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SAMPLE = SHARED_DATA / "online_retail_dev.csv.gz"
 CUTOFF = dt.date(2011, 2, 15)
 HORIZON = 14
+EARLIER = CUTOFF - dt.timedelta(days=HORIZON)  # a second cutoff: its anchors overlap the main one's
 METRICS = {"recall_at_k", "precision_at_k", "ndcg_at_k", "hit_rate_at_k"}
 
 
@@ -45,7 +46,8 @@ def test_evaluate_writes_the_report_contract_on_online_retail(s3_service, store,
     command = [
         sys.executable, "-m", "include.preference", "evaluate",
         "--source", "online_retail", "--input", str(SAMPLE),
-        "--cutoff", CUTOFF.isoformat(), "--horizon-days", str(HORIZON), "--k", "10",
+        "--cutoff", CUTOFF.isoformat(), "--cutoffs", f"{EARLIER.isoformat()},{CUTOFF.isoformat()}",
+        "--horizon-days", str(HORIZON), "--k", "10",
         "--training-anchors", "2", "--anchor-step-days", "14", "--epochs", "3",
         "--output", str(output), "--work-dir", str(tmp_path / "work"),
     ]  # fmt: skip
@@ -69,6 +71,20 @@ def test_evaluate_writes_the_report_contract_on_online_retail(s3_service, store,
     assert report["model"]["auc"] > 0.5
     # Repeat buying is the strong signal of invoice data: buy-again beats one list for everyone.
     assert report["baselines"]["buy_again"]["recall_at_k"] > report["baselines"]["popularity"]["recall_at_k"]
+    # Rolling origin: a fold per cutoff, the main one carrying the top-level keys, and the pool.
+    folds = {fold["cutoff"]: fold for fold in report["folds"]}
+    assert list(folds) == [EARLIER.isoformat(), CUTOFF.isoformat()] == report["pooled"]["cutoffs"]
+    main = folds[CUTOFF.isoformat()]
+    assert main["model"] == report["model"] and main["baselines"] == report["baselines"]
+    assert report["pooled"]["units"] == sum(f["n_eval_customers"] for f in folds.values())
+    for fold in (*folds.values(), report["pooled"]):
+        for name, interval in fold["model_over_baseline_recall"].items():
+            assert name in report["baselines"] and interval["low"] <= interval["ratio"] <= interval["high"]
+        split = fold["repeat_and_new"]["buy_again"]
+        assert split["customers_with_repeat"] > 0 and split["recall_repeat_at_k"] > split["recall_new_at_k"]
+    pooled = report["pooled"]["metrics"]["model"]["recall_at_k"]
+    recalls = sorted(f["model"]["recall_at_k"] for f in folds.values())
+    assert recalls[0] <= pooled <= recalls[-1]
     tiers = report["slices"]["model"]["new_vs_returning"]
     assert sum(s["customers"] for s in tiers.values()) == report["n_eval_customers"]
     # RFM value tiers as of the cutoff: every evaluated customer ordered before it, so none lacks one.

@@ -168,3 +168,59 @@ def sliced_ranking_metrics(
             for value, part in table.groupby(groups)
         }
     return out
+
+
+def repeat_and_new_recall(
+    recommendations: pd.DataFrame, truth: pd.DataFrame, history: pd.DataFrame, k: int
+) -> dict[str, float]:
+    """Recall at ``k`` over the truth split into repeat products (the customer bought them before:
+    ``history`` holds (customer_id, product_id) up to the cutoff) and new ones; each is the mean over
+    the customers who have such truth, with the share of truth that is repeat."""
+    truth = truth[[CUSTOMER, PRODUCT]].drop_duplicates()
+    seen = history[[CUSTOMER, PRODUCT]].drop_duplicates().assign(_repeat=True)
+    marked = truth.merge(seen, on=[CUSTOMER, PRODUCT], how="left")
+    repeat = marked["_repeat"].fillna(False).astype(bool).to_numpy()
+    out = {"repeat_share": float(repeat.mean()) if len(repeat) else 0.0}
+    for name, part in (("repeat", marked[repeat]), ("new", marked[~repeat])):
+        table = per_customer_ranking(recommendations, part[[CUSTOMER, PRODUCT]], k) if len(part) else None
+        out[f"recall_{name}_at_k"] = float(table["recall_at_k"].mean()) if table is not None else 0.0
+        out[f"customers_with_{name}"] = float(len(table)) if table is not None else 0.0
+    return out
+
+
+def paired_bootstrap_ratio(
+    numerator: np.ndarray, denominator: np.ndarray, samples: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict[str, float]:
+    """The ratio of two means over the same units (customers) and its paired bootstrap interval:
+    units are drawn with replacement, the same draw for both, ``samples`` times (seeded).
+
+    Returns ``ratio``, ``low`` and ``high`` (the percentile interval at ``level``), ``units`` and
+    ``samples``; ``nan`` where the denominator's mean is zero.
+    """
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    if numerator.shape != denominator.shape or numerator.ndim != 1:
+        raise ValueError(
+            f"paired values must be two 1-D arrays of one length, got {numerator.shape} and {denominator.shape}"
+        )
+    units = len(numerator)
+    nan = float("nan")
+    if units == 0 or denominator.mean() == 0:
+        return {"ratio": nan, "low": nan, "high": nan, "units": float(units), "samples": float(samples)}
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(samples, dtype=np.float64)
+    batch = max(1, min(samples, 20_000_000 // max(units, 1)))  # bounded memory for large pools
+    for start in range(0, samples, batch):
+        draw = rng.integers(0, units, size=(min(batch, samples - start), units))
+        top, bottom = numerator[draw].mean(axis=1), denominator[draw].mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios[start : start + len(draw)] = np.where(bottom > 0, top / bottom, np.nan)
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.nanpercentile(ratios, [tail, 100.0 - tail])
+    return {
+        "ratio": float(numerator.mean() / denominator.mean()),
+        "low": float(low),
+        "high": float(high),
+        "units": float(units),
+        "samples": float(samples),
+    }

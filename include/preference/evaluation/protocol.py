@@ -15,7 +15,12 @@
 5. compare with the baselines (popularity, buy-again, ALS) on the same customers and truth;
 6. the propensity as a decision (``decision``): the threshold that maximises F1 on the newest
    training anchor's examples (labels end by ``D``; the evaluated window is never looked at), and
-   accuracy, precision, recall, F1 and the confusion matrix of the scored candidates at it.
+   accuracy, precision, recall, F1 and the confusion matrix of the scored candidates at it;
+7. rolling origin: steps 2-6 at every cutoff of ``--cutoffs`` (default: ``D`` and two earlier ones
+   30 days apart; import and validation once, features and examples of shared dates built once).
+   The report keeps the keys above for ``D`` and adds ``folds`` (per cutoff: metrics, recall on
+   repeat and new products, the model's recall over each baseline's with a paired bootstrap 95%
+   interval over customers) and ``pooled`` (every (cutoff, customer) one unit).
 
 Evaluated customers: a purchase before (or on) the cutoff and one in the window ``(D, D + H]``.
 Truth: the set of products each bought in the window. Purchases are validated order lines that are
@@ -30,7 +35,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +81,18 @@ class Protocol:
     negatives_per_positive: int = 20
     epochs: int = 8
     seed: int = 17
+    # Rolling origin: the cutoffs evaluated (``cutoff`` among them; empty: ``cutoff`` and
+    # ``folds - 1`` earlier ones ``fold_step_days`` apart).
+    cutoffs: tuple[dt.date, ...] = ()
+    folds: int = 3
+    fold_step_days: int = 30
+
+    def fold_cutoffs(self) -> list[dt.date]:
+        """Every cutoff evaluated, oldest first; ``cutoff`` (the report's main one) always among them."""
+        chosen = set(self.cutoffs) or {
+            self.cutoff - dt.timedelta(days=self.fold_step_days * i) for i in range(max(1, self.folds))
+        }
+        return sorted(chosen | {self.cutoff})
 
     @property
     def window_end(self) -> dt.date:
@@ -94,6 +111,7 @@ class Protocol:
             self.window_end.isoformat(),
         ]
         out["training_anchors_dates"] = [a.isoformat() for a in self.anchors()]
+        out["cutoffs"] = [c.isoformat() for c in self.fold_cutoffs()]
         return out
 
 
@@ -287,28 +305,138 @@ def evaluate(
 
 
 def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "SparkSession | None") -> dict[str, Any]:
+    from dataclasses import replace
+
+    from include.preference.spark import spark_session
+
+    started = time.perf_counter()
+    path = Path(protocol.input)
+    cutoffs = protocol.fold_cutoffs()
+    days = protocol_days(replace(protocol, cutoff=cutoffs[-1]))  # up to the latest window's end
+    first_anchor = replace(protocol, cutoff=cutoffs[0]).anchors()[-1]
+    if not days or days[0] > first_anchor:
+        raise ValueError(f"{path} has no history before the first training anchor {first_anchor}")
+    counts = stage_validated(protocol.source, path, days, lake)
+    imported = time.perf_counter() - started
+
+    spark = spark or spark_session("preference-evaluate", s3=lake.store.settings)
+    shared = _Built()
+    folds = {
+        cutoff: _fold(replace(protocol, cutoff=cutoff, cutoffs=tuple(cutoffs)), lake, work_dir, spark, days, shared)
+        for cutoff in cutoffs
+    }
+    report = folds[protocol.cutoff].report
+    report["data"] = {
+        "days": len(days),
+        "first_day": days[0].isoformat(),
+        "last_day": days[-1].isoformat(),
+        "tables": counts,
+    }
+    seconds: dict[str, float] = {"import_and_validate": imported}
+    for fold in folds.values():
+        for stage, value in fold.seconds.items():
+            seconds[stage] = seconds.get(stage, 0.0) + value
+    seconds["total"] = time.perf_counter() - started
+    report["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    report["folds"] = [fold.summary(protocol.seed) for fold in folds.values()]
+    report["pooled"] = pooled(list(folds.values()), protocol.seed)
+    return report
+
+
+@dataclass
+class _Built:
+    """What the folds of one evaluation share: the days whose features are built, each anchor's examples."""
+
+    features: set[dt.date] = field(default_factory=set)
+    examples: dict[dt.date, tuple[list[str], int, pd.DataFrame]] = field(default_factory=dict)
+
+
+@dataclass
+class Fold:
+    """One cutoff's evaluation: its report (today's keys), per-customer ranking tables and timings."""
+
+    cutoff: dt.date
+    report: dict[str, Any]
+    per_customer: dict[str, pd.DataFrame]  # ranking -> per_customer_ranking (same customers)
+    seconds: dict[str, float]
+
+    def summary(self, seed: int) -> dict[str, Any]:
+        """The fold in the JSON: metrics per ranking, repeat and new recall, and the model's
+        recall over each baseline's with a paired bootstrap interval over its customers."""
+        report = self.report
+        return {
+            "cutoff": self.cutoff.isoformat(),
+            "window": report["protocol"]["window"],
+            "n_eval_customers": report["n_eval_customers"],
+            "model": report["model"],
+            "baselines": report["baselines"],
+            "repeat_and_new": report["repeat_and_new"],
+            "model_over_baseline_recall": _ratios(self.per_customer, seed),
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+        }
+
+
+def _ratios(per_customer: dict[str, pd.DataFrame], seed: int) -> dict[str, dict[str, float]]:
+    from include.preference.evaluation.metrics import paired_bootstrap_ratio
+
+    model = per_customer["model"]["recall_at_k"]
+    return {
+        name: paired_bootstrap_ratio(model.to_numpy(), table["recall_at_k"].reindex(model.index).to_numpy(), seed=seed)
+        for name, table in per_customer.items()
+        if name != "model"
+    }
+
+
+def pooled(folds: list[Fold], seed: int) -> dict[str, Any]:
+    """The folds together, each (fold, customer) one unit: mean metrics per ranking, repeat and new
+    recall, and the model's recall over each baseline's with a paired bootstrap interval over units."""
+    from include.preference.evaluation.metrics import RANKING_METRICS
+
+    names = list(folds[0].per_customer)
+    keys = [f.cutoff.isoformat() for f in folds]
+    tables = {
+        name: pd.concat([f.per_customer[name].reindex(f.per_customer["model"].index) for f in folds], keys=keys)
+        for name in names
+    }
+    metrics = {name: {m: float(tables[name][m].mean()) for m in RANKING_METRICS} for name in names}
+    split: dict[str, dict[str, float]] = {}
+    for name in names:
+        out: dict[str, float] = {}
+        for part in ("repeat", "new"):
+            weights = [f.report["repeat_and_new"][name][f"customers_with_{part}"] for f in folds]
+            values = [f.report["repeat_and_new"][name][f"recall_{part}_at_k"] for f in folds]
+            total = sum(weights)
+            out[f"recall_{part}_at_k"] = float(np.dot(weights, values) / total) if total else 0.0
+            out[f"customers_with_{part}"] = float(total)
+        split[name] = out
+    return {
+        "cutoffs": [f.cutoff.isoformat() for f in folds],
+        "units": int(len(tables["model"])),
+        "metrics": metrics,
+        "repeat_and_new": split,
+        "model_over_baseline_recall": _ratios(tables, seed),
+    }
+
+
+def _fold(
+    protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "SparkSession", days: list[dt.date], shared: _Built
+) -> Fold:
+    """The protocol at one cutoff over the staged days (features and examples shared between folds)."""
+    from include.preference.evaluation.metrics import per_customer_ranking, repeat_and_new_recall
     from include.preference.features.build import build_features
     from include.preference.features.examples import ExampleSettings, build_training_examples
     from include.preference.model import feature_statistics, load_model, predict_frame
-    from include.preference.spark import spark_session
     from include.preference.storage.partitions import PartitionRef
     from include.preference.training.trainer import TrainSettings, train
 
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    path = Path(protocol.input)
     end = protocol.window_end
-    days = protocol_days(protocol)
-    if not days or days[0] > protocol.anchors()[-1]:
-        raise ValueError(f"{path} has no history before the first training anchor {protocol.anchors()[-1]}")
-    counts = stage_validated(protocol.source, path, days, lake)
-    timings["import_and_validate"] = time.perf_counter() - started
-
-    spark = spark or spark_session("preference-evaluate", s3=lake.store.settings)
     mark = time.perf_counter()
     anchors = [a for a in protocol.anchors() if a >= days[0]]
     for day in (*anchors, protocol.cutoff):
-        build_features(spark, lake, day, mode="full", keep_dailies=False)
+        if day not in shared.features:
+            build_features(spark, lake, day, mode="full", keep_dailies=False)
+            shared.features.add(day)
     timings["features"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -317,15 +445,20 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
     rows = 0
     frames = []
     for anchor in anchors:
-        target = PartitionRef("training", "", anchor)
-        built = build_training_examples(spark, lake, anchor, settings, target)
-        rows += int(built["examples"])
-        # This process trains: it reads the shards from the lake into its own folder.
-        for name in built["shards"]:
-            local = work_dir / "training" / anchor.isoformat() / name
-            lake.store.get_file(lake.prefix(target) + name, local)
-            files.append(str(local))
-        frames.append(lake.read_arrow(target).to_pandas())
+        if anchor not in shared.examples:
+            target = PartitionRef("training", "", anchor)
+            built = build_training_examples(spark, lake, anchor, settings, target)
+            local_files = []
+            # This process trains: it reads the shards from the lake into its own folder.
+            for name in built["shards"]:
+                local = work_dir / "training" / anchor.isoformat() / name
+                lake.store.get_file(lake.prefix(target) + name, local)
+                local_files.append(str(local))
+            shared.examples[anchor] = (local_files, int(built["examples"]), lake.read_arrow(target).to_pandas())
+        anchor_files, anchor_rows, frame = shared.examples[anchor]
+        files += anchor_files
+        rows += anchor_rows
+        frames.append(frame)
     timings["training_examples"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -335,7 +468,7 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
         files,
         rows,
         stats,
-        work_dir / "model",
+        work_dir / f"model-{protocol.cutoff.isoformat()}",
         settings=TrainSettings(epochs=protocol.epochs, global_batch_size=512, seed=protocol.seed),
     )
     timings["training"] = time.perf_counter() - mark
@@ -385,8 +518,10 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
         "als": baselines.als(spark, history, evaluated, protocol.cutoff, protocol.k),
     }
     baseline_metrics = {name: ranking_metrics(recs, truth, protocol.k) for name, recs in baseline_lists.items()}
+    rankings = {"model": recommended, **baseline_lists}
+    per_customer = {name: per_customer_ranking(recs, truth, protocol.k) for name, recs in rankings.items()}
+    split = {name: repeat_and_new_recall(recs, truth, history, protocol.k) for name, recs in rankings.items()}
     timings["baselines"] = time.perf_counter() - mark
-    timings["total"] = time.perf_counter() - started
 
     slices = {"customer": evaluated_slices(lake, protocol.cutoff, evaluated, protocol.seed)}
     report = {
@@ -396,15 +531,9 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
         "threshold_metrics": {**decision, "validation_anchor": anchors[newest].isoformat()},
         "baselines": baseline_metrics,
         "baseline_settings": tuned,
+        "repeat_and_new": split,
         "slices": {
-            name: sliced_ranking_metrics(recs, truth, protocol.k, slices["customer"])
-            for name, recs in {"model": recommended, **baseline_lists}.items()
-        },
-        "data": {
-            "days": len(days),
-            "first_day": days[0].isoformat(),
-            "last_day": days[-1].isoformat(),
-            "tables": counts,
+            name: sliced_ranking_metrics(recs, truth, protocol.k, slices["customer"]) for name, recs in rankings.items()
         },
         "training": {
             "anchors": [a.isoformat() for a in anchors],
@@ -412,9 +541,8 @@ def _evaluate(protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "Spa
             "epochs": result.epochs,
         },
         "candidates": {"scored_pairs": len(scored), "per_customer": float(len(scored) / max(len(evaluated), 1))},
-        "seconds": {k: round(v, 1) for k, v in timings.items()},
     }
-    return report
+    return Fold(protocol.cutoff, report, per_customer, timings)
 
 
 def evaluated_slices(lake: "SparkLake", as_of: dt.date, customers: Sequence[str], seed: int) -> dict[str, pd.Series]:

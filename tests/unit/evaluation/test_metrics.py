@@ -140,3 +140,38 @@ def test_baselines_use_only_history_up_to_the_cutoff():
     assert again[again.customer_id == "a"].product_id.tolist() == ["p1", "p2", "p3"]
     assert again[again.customer_id == "d"].product_id.tolist() == ["p2", "p1", "p3"]
     assert popularity(purchases, ["x", "y"], day, 2).groupby("customer_id").size().tolist() == [2, 2]
+
+
+def test_recall_splits_into_repeat_and_new_products():
+    from include.preference.evaluation.metrics import repeat_and_new_recall
+
+    recs = frame([("a", "x", 1), ("a", "n1", 2), ("b", "y", 1)])
+    truth = frame([("a", "x"), ("a", "n1"), ("a", "n2"), ("b", "n3")], columns=("customer_id", "product_id"))
+    history = frame([("a", "x"), ("b", "y")], columns=("customer_id", "product_id"))
+    split = repeat_and_new_recall(recs, truth, history, 2)
+    assert split["repeat_share"] == 0.25  # only a's x was bought before
+    assert split["recall_repeat_at_k"] == 1.0 and split["customers_with_repeat"] == 1.0
+    assert split["recall_new_at_k"] == pytest.approx((1 / 2 + 0.0) / 2)  # a: n1 of n1, n2; b: none of n3
+    assert split["customers_with_new"] == 2.0
+
+
+def test_the_paired_bootstrap_interval_holds_the_ratio_and_narrows_with_more_customers():
+    from include.preference.evaluation.metrics import paired_bootstrap_ratio
+
+    rng = np.random.default_rng(1)
+    base = rng.random(200)
+    better = base * 1.2
+    small = paired_bootstrap_ratio(better, base, seed=3)
+    assert small["ratio"] == pytest.approx(1.2) and small["low"] == pytest.approx(1.2) == small["high"]
+    noisy = np.clip(base * 1.2 + rng.normal(0, 0.3, 200), 0, None)
+    few = paired_bootstrap_ratio(noisy, base, seed=3)
+    assert few["low"] < few["ratio"] < few["high"] and few["units"] == 200
+    many_base = rng.random(5000)
+    many = paired_bootstrap_ratio(np.clip(many_base * 1.2 + rng.normal(0, 0.3, 5000), 0, None), many_base, seed=3)
+    assert many["high"] - many["low"] < few["high"] - few["low"]
+    assert paired_bootstrap_ratio(noisy, base, seed=3) == few  # seeded: the same interval every run
+    # Pairing matters: the same customers' noise cancels, an unpaired draw would not.
+    assert paired_bootstrap_ratio(base + 0.01, base, seed=3)["low"] > 1.0
+    assert math.isnan(paired_bootstrap_ratio(base, np.zeros(200))["ratio"])
+    with pytest.raises(ValueError, match="paired values"):
+        paired_bootstrap_ratio(base, base[:10])

@@ -106,6 +106,10 @@ def main() -> None:
         )
         with running_lake(Path(work) / "lake") as (_, store):
             report = evaluate(protocol, store, Path(work) / "run")
+    # The whole report beside the figures: every fold, baseline and interval, for whoever reads them.
+    from include.preference.evaluation.protocol import write_report
+
+    write_report(report, harness.results_dir(args.quick) / "bench_evaluate.report.json")
     seconds = report["seconds"]
     pooled = report["pooled"]
     recalls = {name: values["recall_at_k"] for name, values in pooled["metrics"].items() if name != "model"}

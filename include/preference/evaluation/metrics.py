@@ -179,7 +179,7 @@ def repeat_and_new_recall(
     truth = truth[[CUSTOMER, PRODUCT]].drop_duplicates()
     seen = history[[CUSTOMER, PRODUCT]].drop_duplicates().assign(_repeat=True)
     marked = truth.merge(seen, on=[CUSTOMER, PRODUCT], how="left")
-    repeat = marked["_repeat"].fillna(False).astype(bool).to_numpy()
+    repeat = marked["_repeat"].eq(True).to_numpy(dtype=bool)
     out = {"repeat_share": float(repeat.mean()) if len(repeat) else 0.0}
     for name, part in (("repeat", marked[repeat]), ("new", marked[~repeat])):
         table = per_customer_ranking(recommendations, part[[CUSTOMER, PRODUCT]], k) if len(part) else None

@@ -61,3 +61,38 @@ def test_customers_never_seen_in_training_are_scored_better_than_random(trained)
     metrics = classification_metrics(unseen[spec.LABEL].to_numpy(), unseen["score"].to_numpy())
     print(f"unseen customers' holdout: {metrics}")
     assert metrics["auc"] > 0.6
+
+
+# The leakage alarm's bound: a model trained on labels that carry no information about its inputs
+# ranks the real holdout at chance (AUC 0.5, give or take the noise of a small holdout); the real
+# model reaches MIN_HOLDOUT_AUC. Anything near that would mean the labels reach the model another way.
+MAX_SHUFFLED_AUC = 0.62
+
+
+def test_with_labels_shuffled_among_customers_the_model_is_no_better_than_chance(training_sets, tmp_path_factory):
+    import numpy as np
+    import pyarrow as pa
+
+    table = pa.concat_tables(training_sets["table"](day) for day in training_sets["train"])
+    labels = table.column(spec.LABEL).to_numpy()
+    customers = np.asarray(table.column("customer_id").to_pylist(), dtype=object)
+    # A seeded permutation of the rows: nearly every row takes the label of another customer's row,
+    # and the share of positives stays as it was.
+    order = np.random.default_rng(11).permutation(len(labels))
+    moved = np.mean(customers[order] != customers)
+    shuffled = table.set_column(
+        table.schema.get_field_index(spec.LABEL), spec.LABEL, pa.array(labels[order], type=pa.float32())
+    )
+    work = tmp_path_factory.mktemp("shuffled-labels")
+    shard = work / "train.tfrecord.gz"
+    write_records(shard, [shuffled])
+    stats = feature_statistics({c: shuffled.column(c).to_numpy() for c in spec.numeric_names()})
+    result = train(
+        [str(shard)], shuffled.num_rows, stats, work, settings=TrainSettings(epochs=12, global_batch_size=128)
+    )
+    holdout = training_sets["frame"](training_sets["holdout"])
+    scores = predict_frame(load_model(result.model_path), holdout)
+    metrics = classification_metrics(holdout[spec.LABEL].to_numpy(), scores)
+    print(f"shuffled labels ({moved:.0%} of rows took another customer's label): holdout {metrics}")
+    assert moved > 0.9 and labels.sum() == shuffled.column(spec.LABEL).to_numpy().sum()
+    assert metrics["auc"] < MAX_SHUFFLED_AUC

@@ -304,15 +304,12 @@ def _top_of(
     (ties: the smaller product id first), in numpy over dense chunks of rows."""
     parts = []
     width = min(k, scores.shape[1])
-    for start in range(0, scores.shape[0], chunk):
+    for start in range(0, scores.shape[0] if width else 0, chunk):
         dense = scores[start : start + chunk].toarray()
-        if width == 0:
-            break
-        # The k highest, ties broken by product order: rank on (-score, product index).
-        top = np.argpartition(-dense, width - 1, axis=1)[:, :width] if width < dense.shape[1] else None
-        top = np.tile(np.arange(dense.shape[1]), (len(dense), 1)) if top is None else top
-        threshold = np.take_along_axis(dense, top, axis=1).min(axis=1, keepdims=True)
-        row, column = np.nonzero((dense >= threshold) & (dense > 0))  # every tie at the k-th score
+        # Each row's k-th highest score; every score at or above it (ties included) is a candidate,
+        # then ranked on (-score, product index) and cut at k.
+        threshold = -np.partition(-dense, width - 1, axis=1)[:, width - 1 : width]
+        row, column = np.nonzero((dense >= threshold) & (dense > 0))
         values = dense[row, column]
         order = np.lexsort((column, -values, row))
         row, column, values = row[order], column[order], values[order]
@@ -348,18 +345,17 @@ def _tifu_lists(
 ) -> list[pd.DataFrame]:
     """TIFU-KNN's lists for each of ``candidates``, sharing vectors and neighbours where they can."""
     out: list[pd.DataFrame] = []
-    cache: dict[tuple, tuple] = {}
     fill = popularity(purchases, customers, cutoff, 2 * k)
+    most = max(c.neighbours for c in candidates)
+    built = None  # the vectors' settings now built; candidates sharing them follow one another
     for settings in candidates:
         shape = (settings.group_size, settings.within_decay, settings.group_decay)
-        if shape not in cache:
+        if shape != built:
             known, products, vectors = tifu_vectors(purchases, cutoff, settings)
             wanted = known.get_indexer(pd.Index(customers))
             rows = wanted[wanted >= 0]
-            most = max(c.neighbours for c in candidates)
-            cache.clear()
-            cache[shape] = (known, products, vectors, rows, _nearest(vectors, rows, most) if len(rows) else None)
-        known, products, vectors, rows, nearest = cache[shape]
+            nearest = _nearest(vectors, rows, most)
+            built = shape
         if len(rows):
             own = _top_of(
                 _tifu_scores(vectors, rows, nearest, settings.neighbours, settings.alpha), known, products, rows, k

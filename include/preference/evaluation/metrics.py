@@ -148,7 +148,11 @@ def per_customer_ranking(recommendations: pd.DataFrame, truth: pd.DataFrame, k: 
 
 def ranking_metrics(recommendations: pd.DataFrame, truth: pd.DataFrame, k: int) -> dict[str, float]:
     """Mean recall, precision, NDCG and hit rate at ``k`` over the customers in ``truth``."""
-    table = per_customer_ranking(recommendations, truth, k)
+    return mean_ranking(per_customer_ranking(recommendations, truth, k))
+
+
+def mean_ranking(table: pd.DataFrame) -> dict[str, float]:
+    """The means of a :func:`per_customer_ranking` table (zeros when it has no customer)."""
     return {name: float(table[name].mean()) if len(table) else 0.0 for name in RANKING_METRICS}
 
 
@@ -159,7 +163,11 @@ def sliced_ranking_metrics(
 
     A customer missing from a slicing is counted under ``unknown``.
     """
-    table = per_customer_ranking(recommendations, truth, k)
+    return sliced_means(per_customer_ranking(recommendations, truth, k), slices)
+
+
+def sliced_means(table: pd.DataFrame, slices: Mapping[str, pd.Series]) -> dict[str, dict[str, dict[str, float]]]:
+    """The means of a :func:`per_customer_ranking` table per slice value, for each slicing."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name, labels in slices.items():
         groups = labels.reindex(table.index).fillna("unknown").astype(str)
@@ -209,7 +217,7 @@ def paired_bootstrap_ratio(
         return {"ratio": nan, "low": nan, "high": nan, "units": float(units), "samples": float(samples)}
     rng = np.random.default_rng(seed)
     ratios = np.empty(samples, dtype=np.float64)
-    batch = max(1, min(samples, 20_000_000 // max(units, 1)))  # bounded memory for large pools
+    batch = max(1, min(samples, 20_000_000 // units))  # bounded memory for large pools
     for start in range(0, samples, batch):
         draw = rng.integers(0, units, size=(min(batch, samples - start), units))
         top, bottom = numerator[draw].mean(axis=1), denominator[draw].mean(axis=1)

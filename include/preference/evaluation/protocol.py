@@ -48,8 +48,11 @@ from include.preference.evaluation.metrics import (
     PRODUCT,
     classification_metrics,
     decision_metrics,
-    ranking_metrics,
-    sliced_ranking_metrics,
+    mean_ranking,
+    paired_bootstrap_ratio,
+    per_customer_ranking,
+    repeat_and_new_recall,
+    sliced_means,
     top_k,
 )
 from include.preference.features import spec
@@ -377,8 +380,6 @@ class Fold:
 
 
 def _ratios(per_customer: dict[str, pd.DataFrame], seed: int) -> dict[str, dict[str, float]]:
-    from include.preference.evaluation.metrics import paired_bootstrap_ratio
-
     model = per_customer["model"]["recall_at_k"]
     return {
         name: paired_bootstrap_ratio(model.to_numpy(), table["recall_at_k"].reindex(model.index).to_numpy(), seed=seed)
@@ -390,15 +391,13 @@ def _ratios(per_customer: dict[str, pd.DataFrame], seed: int) -> dict[str, dict[
 def pooled(folds: list[Fold], seed: int) -> dict[str, Any]:
     """The folds together, each (fold, customer) one unit: mean metrics per ranking, repeat and new
     recall, and the model's recall over each baseline's with a paired bootstrap interval over units."""
-    from include.preference.evaluation.metrics import RANKING_METRICS
-
     names = list(folds[0].per_customer)
     keys = [f.cutoff.isoformat() for f in folds]
     tables = {
         name: pd.concat([f.per_customer[name].reindex(f.per_customer["model"].index) for f in folds], keys=keys)
         for name in names
     }
-    metrics = {name: {m: float(tables[name][m].mean()) for m in RANKING_METRICS} for name in names}
+    metrics = {name: mean_ranking(tables[name]) for name in names}
     split: dict[str, dict[str, float]] = {}
     for name in names:
         out: dict[str, float] = {}
@@ -422,7 +421,6 @@ def _fold(
     protocol: Protocol, lake: "SparkLake", work_dir: Path, spark: "SparkSession", days: list[dt.date], shared: _Built
 ) -> Fold:
     """The protocol at one cutoff over the staged days (features and examples shared between folds)."""
-    from include.preference.evaluation.metrics import per_customer_ranking, repeat_and_new_recall
     from include.preference.features.build import build_features
     from include.preference.features.examples import ExampleSettings, build_training_examples
     from include.preference.model import feature_statistics, load_model, predict_frame
@@ -486,7 +484,8 @@ def _fold(
     mark = time.perf_counter()
     recommended = top_k(scored, protocol.k)
     labels = scored.merge(truth.assign(_bought=1.0), on=[CUSTOMER, PRODUCT], how="left")["_bought"].fillna(0.0)
-    model_metrics: dict[str, float] = dict(ranking_metrics(recommended, truth, protocol.k))
+    model_per_customer = per_customer_ranking(recommended, truth, protocol.k)
+    model_metrics: dict[str, float] = mean_ranking(model_per_customer)
     model_metrics["auc"] = classification_metrics(labels.to_numpy(), scored["score"].to_numpy())["auc"]
     # The decision threshold comes from the newest training anchor's examples, before the cutoff.
     newest = max(range(len(anchors)), key=lambda i: anchors[i])
@@ -517,9 +516,11 @@ def _fold(
         ),
         "als": baselines.als(spark, history, evaluated, protocol.cutoff, protocol.k),
     }
-    baseline_metrics = {name: ranking_metrics(recs, truth, protocol.k) for name, recs in baseline_lists.items()}
     rankings = {"model": recommended, **baseline_lists}
-    per_customer = {name: per_customer_ranking(recs, truth, protocol.k) for name, recs in rankings.items()}
+    # One per-customer table per ranking: the means, the slices and the paired intervals all read it.
+    per_customer = {"model": model_per_customer}
+    per_customer.update({name: per_customer_ranking(recs, truth, protocol.k) for name, recs in baseline_lists.items()})
+    baseline_metrics = {name: mean_ranking(per_customer[name]) for name in baseline_lists}
     split = {name: repeat_and_new_recall(recs, truth, history, protocol.k) for name, recs in rankings.items()}
     timings["baselines"] = time.perf_counter() - mark
 
@@ -532,9 +533,7 @@ def _fold(
         "baselines": baseline_metrics,
         "baseline_settings": tuned,
         "repeat_and_new": split,
-        "slices": {
-            name: sliced_ranking_metrics(recs, truth, protocol.k, slices["customer"]) for name, recs in rankings.items()
-        },
+        "slices": {name: sliced_means(table, slices["customer"]) for name, table in per_customer.items()},
         "training": {
             "anchors": [a.isoformat() for a in anchors],
             "examples": rows,

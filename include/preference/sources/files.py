@@ -161,9 +161,8 @@ def line_digests(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     file, at any line, on any machine; the line number stays beside it for lineage."""
     if frame.empty:
         return pd.Series([], index=frame.index, dtype=object)
-    joined = frame[columns[0]].astype("string").fillna("").str.strip()
-    for column in columns[1:]:
-        joined = joined + "\x1f" + frame[column].astype("string").fillna("").str.strip()
+    fields = [frame[column].astype("string").fillna("").str.strip() for column in columns]
+    joined = fields[0].str.cat(fields[1:], sep="\x1f") if len(fields) > 1 else fields[0]
     digests = [hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest() for text in joined]
     return pd.Series(digests, index=frame.index, dtype=object)
 
@@ -178,11 +177,8 @@ def conflicting_lines(frame: pd.DataFrame, identity: list[str], content: list[st
     keys = frame[identity].apply(lambda column: column.astype("string").fillna("").str.strip())
     values = frame[content].apply(lambda column: column.astype("string").fillna("").str.strip())
     versions = pd.concat([keys, values.add_prefix("_v_")], axis=1).drop_duplicates()
-    shared = versions.duplicated(identity, keep=False)
-    if shared.any():
-        clashing = versions.loc[shared, identity].drop_duplicates()
-        marked = keys.reset_index().merge(clashing, on=identity)["index"]
-        out[out.index.isin(marked)] = "true"
+    clashing = versions.loc[versions.duplicated(identity, keep=False), identity]
+    out[pd.MultiIndex.from_frame(keys).isin(pd.MultiIndex.from_frame(clashing))] = "true"
     return out
 
 
@@ -290,9 +286,11 @@ def assign_days(frame: pd.DataFrame, time_column: str, source: str = "the file",
     # Unreadable times land on the file's first day, times in the future on its last, and a day far
     # outside the file's run of days (a mistyped year) on the nearer end: validation quarantines them
     # there (unparseable_timestamp, future_timestamp, outside_logical_day) and no line is lost.
-    before = outlying & (stamps.dt.date < first_day) if first_day is not None else outlying
-    frame[DAY] = days.where(days.notna() | future | outlying, first_day).where(~future, last_day)
-    frame.loc[outlying, DAY] = pd.Series(first_day, index=frame.index).where(before, last_day)[outlying]
+    landed = days.where(days.notna(), first_day)
+    landed[future] = last_day
+    if outlying.any():  # first_day by default, last_day when after the file's run of days
+        landed[outlying & (stamps.dt.date > last_day)] = last_day
+    frame[DAY] = landed
 
 
 # A run of days apart from the rest of the file by more than OUTLYING_GAP_DAYS, holding at most

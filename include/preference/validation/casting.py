@@ -21,6 +21,8 @@ DUPLICATE_OF = "_duplicate_of"
 # Set by an importer on every line whose identity another line shares with different content (two
 # versions of one event: which is true is unknown); validation quarantines them all as conflicting_duplicate.
 CONFLICTING = "_conflicting"
+# The importers' marks on copies of another line, with the row rule each is quarantined under.
+COPY_MARKS = {DUPLICATE_OF: "duplicate_line", CONFLICTING: "conflicting_duplicate"}
 # The logical day of each row when several days are validated together (``validate_days``).
 ROW_DAY = "_logical_day"
 # U+FFFD marks bytes that were not valid in the file's encoding; C0 controls never belong in text.
@@ -125,14 +127,11 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
     if missing:
         return result
     typed: dict[str, pd.Series] = {}
-    if DUPLICATE_OF in raw:  # marked by the importer: an exact repeat of an earlier source line
-        repeat = raw[DUPLICATE_OF].notna().to_numpy(dtype=bool)
-        if repeat.any():
-            result.failures["duplicate_line"] = pd.Series(repeat, index=raw.index)
-    if CONFLICTING in raw:
-        clash = raw[CONFLICTING].notna().to_numpy(dtype=bool)
-        if clash.any():
-            result.failures["conflicting_duplicate"] = pd.Series(clash, index=raw.index)
+    for mark, rule in COPY_MARKS.items():  # set by the importer on copies of another source line
+        if mark in raw:
+            copy = raw[mark].notna().to_numpy(dtype=bool)
+            if copy.any():
+                result.failures[rule] = pd.Series(copy, index=raw.index)
     for column in spec.columns:
         values = raw[column.name] if column.name in raw else pd.Series(None, index=raw.index, dtype="object")
         given = _present(values)

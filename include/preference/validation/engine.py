@@ -22,7 +22,7 @@ from include.preference.schema import TABLES
 
 if TYPE_CHECKING:
     import pyarrow as pa
-from include.preference.validation.casting import ROW_DAY, ROW_ID, cast_table
+from include.preference.validation.casting import COPY_MARKS, ROW_DAY, ROW_ID, cast_table
 from include.preference.validation.rules import (
     DAY_LAST_SECONDS,
     KNOWN_CUSTOMER,
@@ -178,9 +178,7 @@ def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext, copies: np.ndarr
         known = _lookup_keys(out, "customer_id").isin(ctx.known_customers)
         out[KNOWN_CUSTOMER] = (known | out["customer_id"].isna()).astype(bool)
     parts = [out[column].astype("string") for column in (*spec.key, *((ROW_DAY,) if several else ()))]
-    key = parts[0]
-    for part in parts[1:]:
-        key = key + "\x1f" + part
+    key = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
     if copies is not None:
         key = key.where(~copies)
     out[TABLE_KEY] = key.astype(object).where(key.notna(), None)
@@ -392,7 +390,7 @@ def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Sui
         return outcome
 
     copies = np.zeros(len(cast.frame), dtype=bool)
-    for rule in ("duplicate_line", "conflicting_duplicate"):
+    for rule in COPY_MARKS.values():
         if rule in cast.failures:
             copies |= cast.failures[rule].to_numpy(dtype=bool)
     frame = _helpers(cast.frame, table, ctx, copies)

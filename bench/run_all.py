@@ -16,6 +16,7 @@ output names each such benchmark and why.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import runpy
@@ -39,8 +40,21 @@ def run_here(path: Path) -> None:
             raise RuntimeError(f"exited with {stop.code!r}") from None
     finally:
         sys.argv = argv
-        os.environ.clear()  # what one benchmark set (a lake's address) is not the next one's
-        os.environ.update(environment)
+        restore_environment(environment)
+
+
+def restore_environment(environment: dict[str, str]) -> None:
+    """Undo what one benchmark set (a lake's address) so the next one does not inherit it.
+
+    Only the variables that changed are touched: clearing and refilling the whole environment calls
+    unsetenv/setenv on every variable while TensorFlow's and tf.data's threads may be reading it
+    (getenv is not safe against a concurrent setenv), which crashed the process with SIGSEGV.
+    """
+    for key in [k for k in os.environ if k not in environment]:
+        del os.environ[key]
+    for key, value in environment.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def run_apart(path: Path) -> None:
@@ -68,6 +82,7 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=harness.BENCH_DIR, help="where the bench_*.py scripts are")
     parser.add_argument("--readme", type=Path, default=harness.PROJECT_ROOT / "README.md")
     args = parser.parse_args()
+    faulthandler.enable()  # a crash in native code (TensorFlow, Arrow) prints every thread's Python stack
 
     folder = args.dir.resolve()
     names = harness.benchmark_names(folder)

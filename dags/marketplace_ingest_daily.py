@@ -24,6 +24,12 @@ Lands one day of raw marketplace data into the lake, `raw/<table>/dt=YYYY-MM-DD/
   it, logs an MLflow run, registers a version (`challenger`) and moves `champion` only when it wins
   on recall@K. Backfill runs never move `champion`. Checkpoints in `checkpoints/train/dt=D/`.
 
+* **train_profile_model** (queue and pool `gpu`): the customer profile autoencoder on the same
+  partitions and loop (checkpoints in `checkpoints/profile/dt=D/`), registered as
+  `<model name>-profile`; `champion` moves when its holdout reconstruction error is below the mean
+  profile's and the champion profile's. **score_profiles**: every customer's profile and
+  reconstruction error with the profile champion of the day, `scores/customer_profiles/`.
+
 * **embed_reviews**: the day's review texts embedded with all-MiniLM-L6-v2 (`scores/review_embeddings/`)
   and each customer's 90-day text profile (`features/customer_text/`).
 * **compute_rfm**: RFM value tiers (1-D k-means per dimension, k by the elbow) in `segments/rfm/`.
@@ -33,7 +39,9 @@ Lands one day of raw marketplace data into the lake, `raw/<table>/dt=YYYY-MM-DD/
   Every row carries the model version and the input manifests.
 * **refresh_segments**: when the champion changed, a stratified sample's embeddings are mapped with
   t-SNE and clustered with DBSCAN; centroids (embedding space, ids matched to the previous ones) in
-  `segments/centroids_<entity>/`. Skipped while the champion is unchanged.
+  `segments/centroids_<entity>/`. Skipped while the champion is unchanged. Customers are segmented
+  on the taste part of the embeddings or on the profiles (`PREFERENCE_SEGMENT_SPACE`); the report
+  compares both spaces.
 * **assign_segments**: every customer and product to its nearest centroid by L1 distance, with a
   per-cluster summary and the migration from the previous day, in `segments/<entity>/`.
 
@@ -170,6 +178,31 @@ def marketplace_ingest_daily():
             raise AirflowSkipException(result["skipped"])
         return result
 
+    @task(queue="gpu", pool="gpu")
+    def train_profile_model(training: dict, data_interval_start=None, run_id=None, dag_run=None) -> dict:
+        """Train the customer profile autoencoder (GPU queue and pool), register it, gate its `champion`."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.preference import tasks
+
+        backfill = str(getattr(dag_run, "run_type", "")).lower().endswith("backfill")
+        result = tasks.train_profile_model(tasks.logical_day(data_interval_start), run_id=run_id, backfill=backfill)
+        if "skipped" in result:
+            raise AirflowSkipException(result["skipped"])
+        return result
+
+    @task(trigger_rule="none_failed")
+    def score_profiles(features: dict, data_interval_start=None, run_id=None) -> dict:
+        """Every customer's profile and reconstruction error with the day's champion profile model."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.preference import tasks
+
+        result = tasks.score_profiles(tasks.logical_day(data_interval_start), run_id=run_id)
+        if "skipped" in result:
+            raise AirflowSkipException(result["skipped"])
+        return result
+
     # The text profile folds in the previous days' review embeddings: wait for the previous day.
     @task(depends_on_past=True)
     def embed_reviews(validated: dict, data_interval_start=None, run_id=None) -> dict:
@@ -204,15 +237,18 @@ def marketplace_ingest_daily():
 
         return tasks.score_customers(tasks.logical_day(data_interval_start), run_id=run_id)
 
-    # Centroid ids are matched to the previous centroids: wait for the previous day.
-    @task(depends_on_past=True)
-    def refresh_segments(customers: dict, rfm: dict, texts: dict, data_interval_start=None, run_id=None) -> dict:
+    # Centroid ids are matched to the previous centroids: wait for the previous day. Runs after the
+    # profiles too (skipped when no profile model is champion yet), which it compares with.
+    @task(depends_on_past=True, trigger_rule="none_failed")
+    def refresh_segments(customers: dict | None, rfm: dict, texts: dict, data_interval_start=None, run_id=None) -> dict:
         """New centroids when the champion changed (t-SNE + DBSCAN on a stratified sample)."""
         from airflow.sdk.exceptions import AirflowSkipException
 
         from include.preference import tasks
 
         day = tasks.logical_day(data_interval_start)
+        if not tasks.has_segment_inputs(day):
+            raise AirflowSkipException(f"nothing to segment on {day}: no champion scored that day")
         results = {entity: tasks.refresh_segments(day, entity, run_id=run_id) for entity in ("customers", "products")}
         if all("skipped" in r for r in results.values()):
             raise AirflowSkipException("; ".join(f"{e}: {r['skipped']}" for e, r in results.items()))
@@ -227,17 +263,21 @@ def marketplace_ingest_daily():
         from include.preference import tasks
 
         day = tasks.logical_day(data_interval_start)
-        if not tasks.has_embeddings(day):
-            raise AirflowSkipException(f"no embeddings for {day}: no model was champion on that day")
+        if not tasks.has_segment_inputs(day):
+            raise AirflowSkipException(f"nothing to segment on {day}: no model was champion on that day")
         return {entity: tasks.assign_segments(day, entity, run_id=run_id) for entity in ("customers", "products")}
 
     validated = validate_raw_data(land_raw_data())
     features = build_features(validated)
-    trained = train_model(build_training_data(features))
+    training = build_training_data(features)
+    trained = train_model(training)
     rfm = compute_rfm(features)
     products = score_products()
     trained >> products
+    profiles = score_profiles(features)
+    train_profile_model(training) >> profiles
     refresh = refresh_segments(score_customers(products), rfm, embed_reviews(validated))
+    profiles >> refresh
     refresh >> assign_segments()
 
 

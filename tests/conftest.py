@@ -247,7 +247,7 @@ def _module(nodeid: str) -> str:
 
 # Session fixtures that cost minutes, and the directories of the modules that use them: those
 # modules run on one test process, so that each fixture is built once per run, not once per process.
-SHARED_BUILDS = {"validated_history", "chain", "training_sets", "small_model"}
+SHARED_BUILDS = {"validated_history", "chain", "training_sets", "small_model", "small_profile"}
 SHARED_BUILD_DIRS = tuple(f"tests/integration/{d}/" for d in ("features", "scoring", "text", "training", "webapp"))
 
 

@@ -130,6 +130,9 @@ class Settings:
     recommendations_k: int = 10
     active_days: int = 90
     segment_sample_per_stratum: int = 400
+    # What customers are segmented on: "taste" (the taste part of the champion's customer
+    # embedding) or "profile" (the customer profile autoencoder's champion).
+    segment_space: str = "taste"
     # Validation's implausible_value rule: hard bounds, and the multiple of the trailing days'
     # 99.9th percentile below them.
     max_quantity: float = 1_000_000.0
@@ -234,11 +237,25 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         recommendations_k=_positive_int(env, "PREFERENCE_RECOMMENDATIONS_K", 10),
         active_days=_positive_int(env, "PREFERENCE_ACTIVE_DAYS", 90),
         segment_sample_per_stratum=_positive_int(env, "PREFERENCE_SEGMENT_SAMPLE_PER_STRATUM", 400, minimum=10),
+        segment_space=_choice(env, "PREFERENCE_SEGMENT_SPACE", SEGMENT_SPACES),
         lock_database_url=env.get("PREFERENCE_LOCK_DATABASE_URL") or None,
         max_quantity=_positive_float(env, "PREFERENCE_MAX_QUANTITY", 1_000_000.0),
         max_price=_positive_float(env, "PREFERENCE_MAX_PRICE", 10_000_000.0),
         plausibility_factor=_positive_float(env, "PREFERENCE_PLAUSIBILITY_FACTOR", 20.0),
     )
+
+
+SEGMENT_SPACES = ("taste", "profile")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset)."""
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 def _positive_float(env: Mapping[str, str], name: str, default: float) -> float:

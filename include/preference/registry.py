@@ -38,10 +38,18 @@ CHALLENGER = "challenger"
 DEFAULT_MODEL_NAME = "customer-preference"
 DEFAULT_EXPERIMENT = "customer-preference"
 GATE_METRIC = "recall_at_k"
+# The customer profile autoencoder's gate: its mean reconstruction error on the holdout, lower wins.
+PROFILE_GATE_METRIC = "reconstruction_error"
+PROFILE_SUFFIX = "-profile"
 
 
 def model_name(env: Mapping[str, str] | None = None) -> str:
     return (env if env is not None else os.environ).get("PREFERENCE_MODEL_NAME") or DEFAULT_MODEL_NAME
+
+
+def profile_model_name(env: Mapping[str, str] | None = None) -> str:
+    """The customer profile autoencoder's registered name: the preference model's, suffixed."""
+    return model_name(env) + PROFILE_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -65,9 +73,19 @@ def decide(
     *,
     backfill: bool,
     champion_version: str | None = None,
+    metric: str = GATE_METRIC,
+    lower_is_better: bool = False,
 ) -> GateDecision:
-    """The gate's rule (pure): strictly better than the champion and than every baseline."""
-    best = max(baselines, key=lambda name: baselines[name]) if baselines else None
+    """The gate's rule (pure): strictly better than the champion and than every baseline.
+
+    Better is higher ``metric`` (recall@K), or lower with ``lower_is_better`` (an error).
+    """
+
+    def beats(a: float, b: float) -> bool:
+        return a < b if lower_is_better else a > b
+
+    pick = min if lower_is_better else max
+    best = pick(baselines, key=lambda name: baselines[name]) if baselines else None
     baseline = baselines[best] if best else None
 
     def verdict(promote: bool, reason: str) -> GateDecision:
@@ -75,15 +93,13 @@ def decide(
 
     if backfill:
         return verdict(False, "backfill runs never move the champion")
-    if baseline is not None and not challenger > baseline:
-        return verdict(False, f"{GATE_METRIC} {challenger:.4f} does not beat the best baseline {best} ({baseline:.4f})")
-    if champion is not None and not challenger > champion:
-        return verdict(
-            False, f"{GATE_METRIC} {challenger:.4f} does not beat champion v{champion_version} ({champion:.4f})"
-        )
+    if baseline is not None and not beats(challenger, baseline):
+        return verdict(False, f"{metric} {challenger:.4f} does not beat the best baseline {best} ({baseline:.4f})")
+    if champion is not None and not beats(challenger, champion):
+        return verdict(False, f"{metric} {challenger:.4f} does not beat champion v{champion_version} ({champion:.4f})")
     if champion is None:
         return verdict(True, "no champion yet and the challenger beats the baselines")
-    return verdict(True, f"{GATE_METRIC} {challenger:.4f} beats champion v{champion_version} ({champion:.4f})")
+    return verdict(True, f"{metric} {challenger:.4f} beats champion v{champion_version} ({champion:.4f})")
 
 
 def lock_key(name: str) -> int:
@@ -165,10 +181,13 @@ def gate(
     lock_dir: Path,
     lock_database_url: str | None = None,
     day: dt.date | None = None,
+    metric: str = GATE_METRIC,
+    lower_is_better: bool = False,
 ) -> GateDecision:
     """Decide under the lock and move ``champion`` if the challenger wins; tag the version either way.
 
-    ``score_champion(model_version)`` returns the champion's recall@K on the challenger's holdout.
+    ``score_champion(model_version)`` returns the champion's ``metric`` (recall@K unless told) on
+    the challenger's holdout; ``lower_is_better`` for an error.
     A promoted version is tagged ``champion_since`` with ``day`` (the run's logical date), so a
     backfill of a past date can score with the model that was champion then.
 
@@ -186,7 +205,7 @@ def gate(
         champion_version = str(champion.version) if champion is not None else None
         if champion_version == str(version):
             # An earlier attempt moved the alias and stopped before recording its decision.
-            best = max(baselines, key=lambda b: baselines[b]) if baselines else None
+            best = (min if lower_is_better else max)(baselines, key=lambda b: baselines[b]) if baselines else None
             decision = GateDecision(
                 True,
                 "promoted by an earlier attempt of this run",
@@ -199,7 +218,13 @@ def gate(
         else:
             champion_score = score_champion(champion) if champion is not None and not backfill else None
             decision = decide(
-                challenger, champion_score, baselines, backfill=backfill, champion_version=champion_version
+                challenger,
+                champion_score,
+                baselines,
+                backfill=backfill,
+                champion_version=champion_version,
+                metric=metric,
+                lower_is_better=lower_is_better,
             )
         if decision.promote:
             if day is not None:
@@ -232,12 +257,14 @@ def log_training(
     plots: list[Path],
     input_example: Any,
     tags: Mapping[str, str],
+    signature: Any = None,
 ) -> LoggedModel:
     """One MLflow run: params, metrics (epochs as steps), plots, data manifests, the model registered.
 
     ``run_key`` identifies the training (DAG run and date): a retry finds the run an earlier attempt
     finished instead of registering the model twice; runs an attempt left unfinished are deleted.
-    The new version gets the alias ``challenger``.
+    The new version gets the alias ``challenger``. ``signature``: the model's MLflow signature (the
+    preference model's, from the feature spec, unless told).
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -272,7 +299,7 @@ def log_training(
             mlflow.keras.save_model(
                 model,
                 str(folder),
-                signature=spec.mlflow_signature(),
+                signature=signature if signature is not None else spec.mlflow_signature(),
                 input_example=input_example,
                 pip_requirements=model_requirements(),
             )

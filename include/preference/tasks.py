@@ -265,6 +265,30 @@ def train_model(date: dt.date, *, run_id: str, backfill: bool) -> dict[str, Any]
     return run_training_job(open_store(settings), settings, date, run_id=run_id, backfill=backfill)
 
 
+def train_profile_model(date: dt.date, *, run_id: str, backfill: bool) -> dict[str, Any]:
+    """Train the customer profile autoencoder on the same partitions, register and gate it.
+
+    A backfill run registers its model but never moves ``champion``; ``skipped`` with the reason
+    when the training partitions are not published yet.
+    """
+    import mlflow
+
+    from include.preference.training.profiles import run_profile_training_job
+
+    settings = load_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return run_profile_training_job(open_store(settings), settings, date, run_id=run_id, backfill=backfill)
+
+
+def score_profiles(date: dt.date, *, run_id: str) -> dict[str, Any]:
+    """Every customer's profile and reconstruction error with the profile model that was champion
+    on ``date`` (``skipped`` without one)."""
+    from include.preference.scoring.jobs import run_profile_scoring
+
+    settings = load_settings()
+    return run_profile_scoring(open_store(settings), settings, date, run_id=run_id)
+
+
 def score_products(date: dt.date, *, run_id: str) -> dict[str, Any]:
     """Product embeddings with the model that was champion on ``date`` (``skipped`` without one)."""
     from include.preference.scoring.jobs import run_product_scoring
@@ -311,6 +335,19 @@ def has_embeddings(date: dt.date) -> bool:
 
     store = open_store()
     return all(read_manifest(store, PartitionRef("scores", f"{e}_embeddings", date)) for e in ("customer", "product"))
+
+
+def has_segment_inputs(date: dt.date) -> bool:
+    """Whether what the segment tasks read on ``date`` is published: both embedding partitions, and
+    the customer profiles when customers are segmented on them (``PREFERENCE_SEGMENT_SPACE``)."""
+    from include.preference.storage import PartitionRef, read_manifest
+
+    settings = load_settings()
+    if settings.segment_space == "profile":
+        profiles = PartitionRef("scores", "customer_profiles", date)
+        if read_manifest(open_store(settings), profiles) is None:
+            return False
+    return has_embeddings(date)
 
 
 def embed_reviews(date: dt.date, *, run_id: str) -> dict[str, Any]:

@@ -47,6 +47,8 @@ def test_ingest_lands_every_raw_table_for_the_logical_date_and_a_rerun_is_identi
         "build_features": "success",
         "build_training_data": "skipped",  # the first day has no anchor whose horizon is complete
         "train_model": "skipped",  # nothing new to train on: it follows build_training_data
+        "train_profile_model": "skipped",
+        "score_profiles": "skipped",  # no profile model is champion yet
         "compute_rfm": "success",
         "embed_reviews": "success",
         # No model is champion yet: nothing to score or segment with.
@@ -115,8 +117,12 @@ def test_two_days_build_features_incrementally_and_the_second_writes_training_da
     run = run_dag("marketplace_ingest_daily", second, SMALL)
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}
     # Training waits for a second anchor: the holdout is the first day's examples, nothing precedes it.
-    assert run.state == "success" and states.pop("train_model") == "skipped", states
-    unscored = {t: states.pop(t) for t in ("score_products", "score_customers", "refresh_segments", "assign_segments")}
+    trained = (states.pop("train_model"), states.pop("train_profile_model"))
+    assert run.state == "success" and trained == ("skipped", "skipped"), states
+    unscored = {
+        t: states.pop(t)
+        for t in ("score_products", "score_customers", "score_profiles", "refresh_segments", "assign_segments")
+    }
     assert set(unscored.values()) == {"skipped"}, unscored
     assert set(states.values()) == {"success"}, states
     features = read_manifest(store, PartitionRef("features", "customers", second))

@@ -85,3 +85,25 @@ def small_model(training_sets, tmp_path_factory) -> Path:
         settings=TrainSettings(epochs=6, global_batch_size=128),
     )
     return Path(result.model_path)
+
+
+@pytest.fixture(scope="session")
+def small_profile(training_sets, tmp_path_factory) -> Path:
+    """The customer profile autoencoder trained by the project's loop on the training anchors: its file."""
+    import pandas as pd
+
+    from include.preference.features import spec
+    from include.preference.model import feature_statistics
+    from include.preference.training.trainer import TrainSettings, train
+
+    frame = pd.concat([training_sets["frame"](day) for day in training_sets["train"]], ignore_index=True)
+    stats = feature_statistics({c: frame[c].to_numpy() for c in spec.numeric_names()})
+    result = train(
+        training_sets["files"],
+        training_sets["rows"],
+        stats,
+        tmp_path_factory.mktemp("small-profile"),
+        settings=TrainSettings(epochs=20, global_batch_size=128),
+        model_kind="profile",
+    )
+    return Path(result.model_path)

@@ -141,9 +141,9 @@ def test_training_runs_on_the_gpu_worker_and_everything_else_on_default(producti
     # Which worker ran what, from the workers' own logs.
     gpu = _workloads(manager.log_file("worker-gpu"))
     default = _workloads(manager.log_file("worker-default"))
-    assert ("train_model", last) in gpu
-    assert {task for task, _ in gpu} == {"train_model"}
-    assert "train_model" not in {task for task, _ in default}
+    assert ("train_model", last) in gpu and ("train_profile_model", last) in gpu
+    assert {task for task, _ in gpu} == {"train_model", "train_profile_model"}
+    assert not {"train_model", "train_profile_model"} & {task for task, _ in default}
     assert {"land_raw_data", "validate_raw_data", "build_features", "embed_reviews"} <= {task for task, _ in default}
 
 
@@ -153,7 +153,7 @@ def test_spark_jobs_ran_on_the_cluster_and_training_on_two_workers(production):
     assert master is not None and master["status"] == "ALIVE"
     assert len([w for w in master["workers"] if w["state"] == "ALIVE"]) == 2
     apps = {app["name"] for app in master["completedapps"]}
-    assert {"build_features", "build_training_data", "train_model"} <= apps, apps
+    assert {"build_features", "build_training_data", "train_model", "train_profile_model"} <= apps, apps
     # Executors kept their shuffle files in their worker's own folder, never in a shared one.
     for index in (1, 2):
         spark_dirs = manager.private_dir(f"spark-worker-{index}") / "spark"
@@ -194,6 +194,8 @@ def test_airflow_and_mlflow_keep_their_state_in_postgresql(production):
     # Day 3 trained and registered; a backfill never moves `champion`.
     versions = "SELECT count(*) FROM model_versions WHERE name = 'customer-preference'"
     assert _rows(runtime.mlflow_database_url, versions)[0][0] == 1
+    profiles = "SELECT count(*) FROM model_versions WHERE name = 'customer-preference-profile'"
+    assert _rows(runtime.mlflow_database_url, profiles)[0][0] == 1  # the profile, registered on its own
     assert (
         _rows(runtime.mlflow_database_url, "SELECT count(*) FROM registered_model_aliases WHERE alias = 'champion'")[0][
             0

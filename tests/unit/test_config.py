@@ -81,3 +81,11 @@ def test_mlflow_uri_from_connection_when_no_tracking_uri():
     }
     assert load_settings(env).mlflow_tracking_uri == "http://mlflow:5001"
     assert load_settings({**env, "MLFLOW_TRACKING_URI": "http://other:1"}).mlflow_tracking_uri == "http://other:1"
+
+
+def test_segment_space_is_taste_unless_set_and_refuses_an_unknown_space():
+    base = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "S3_ENDPOINT_URL": "http://x:2"}
+    assert load_settings(base).segment_space == "taste"
+    assert load_settings({**base, "PREFERENCE_SEGMENT_SPACE": "Profile"}).segment_space == "profile"
+    with pytest.raises(ConfigError, match="PREFERENCE_SEGMENT_SPACE must be one of taste, profile"):
+        load_settings({**base, "PREFERENCE_SEGMENT_SPACE": "embedding"})

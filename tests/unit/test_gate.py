@@ -24,3 +24,15 @@ def test_promotes_only_above_the_champion_and_the_best_baseline():
 def test_a_backfill_never_promotes():
     decision = decide(0.99, 0.1, BASELINES, backfill=True, champion_version="1")
     assert not decision.promote and "backfill" in decision.reason
+
+
+def test_an_error_gate_promotes_only_below_the_champion_and_the_best_baseline():
+    errors = {"mean_profile": 0.9, "other": 0.5}
+    gate = {"metric": "reconstruction_error", "lower_is_better": True, "backfill": False}
+    first = decide(0.3, None, errors, **gate)
+    assert first.promote and first.best_baseline == "other"  # the lowest error is the bar
+    assert not decide(0.6, None, errors, **gate).promote
+    worse = decide(0.35, 0.3, errors, champion_version="2", **gate)
+    assert not worse.promote and "reconstruction_error 0.3500 does not beat champion v2" in worse.reason
+    assert decide(0.25, 0.3, errors, champion_version="2", **gate).promote
+    assert not decide(0.3, 0.3, errors, champion_version="2", **gate).promote  # a tie is not a win

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from include.preference.features import spec
-from include.preference.scoring.handle import ModelHandle, embed, propensity
+from include.preference.scoring.handle import ModelHandle, embed, profile, propensity
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 CUSTOMER, PRODUCT = "customer_id", "product_id"
 KEY_OF = {"customer": CUSTOMER, "product": PRODUCT}
 EMBEDDING = "embedding"
+PROFILE, RECONSTRUCTION_ERROR = "profile", "reconstruction_error"
 MODEL_VERSION = "model_version"
 INPUT_MANIFESTS = "input_manifests"
 # Retrieval sizes: neighbours per recent product, recent products per customer, products per category.
@@ -84,6 +85,25 @@ def propensity_batches(handle: Any, tag: dict[str, str], keep: tuple[str, ...] =
     return run
 
 
+def profile_batches(handle: Any, tag: dict[str, str]):
+    """The ``mapInArrow`` function: (customer, features...) -> (customer, profile, reconstruction_error, tags...)."""
+    import pyarrow as pa
+
+    def run(batches: Iterator["pa.RecordBatch"]) -> Iterator["pa.RecordBatch"]:
+        model = _value(handle)
+        for batch in batches:
+            vectors, errors = profile(model, batch)
+            columns = {
+                CUSTOMER: batch.column(CUSTOMER),
+                PROFILE: _embedding_array(vectors),
+                RECONSTRUCTION_ERROR: pa.array(errors, pa.float32()),
+            }
+            columns.update({name: pa.array([value] * batch.num_rows, pa.string()) for name, value in tag.items()})
+            yield pa.RecordBatch.from_pydict(columns)
+
+    return run
+
+
 def _value(handle: Any) -> ModelHandle:
     """The handle itself, or the value of its broadcast."""
     return handle if isinstance(handle, ModelHandle) else handle.value
@@ -116,6 +136,16 @@ def embeddings(
     if method == "pandas":
         return rows.mapInPandas(_via_pandas(run), schema)
     raise ValueError(f"unknown scoring method {method!r}; expected arrow or pandas")
+
+
+def profiles(frame: "DataFrame", handle: ModelHandle, tag: dict[str, str]) -> "DataFrame":
+    """Profile and reconstruction error of every row of the customer feature table (``mapInArrow``),
+    with the profile model's version and the input manifests on every row."""
+    from include.preference.profiles import PROFILE_FEATURES
+
+    schema = f"{CUSTOMER} string, {PROFILE} array<float>, {RECONSTRUCTION_ERROR} float{_tag_schema(tag)}"
+    rows = frame.select(CUSTOMER, *PROFILE_FEATURES).sortWithinPartitions(CUSTOMER)
+    return rows.mapInArrow(profile_batches(_broadcast(frame, handle), tag), schema)
 
 
 def propensities(

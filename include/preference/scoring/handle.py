@@ -54,6 +54,12 @@ class ModelHandle:
             raise ValueError(f"unknown entity {entity!r}; expected one of {', '.join(ENTITIES)}")
         return self._cached(entity, lambda: encoder_of(self.model(), entity))
 
+    def profiler(self) -> "keras.Model":
+        """For a customer profile model: features -> ``[customer_profile, reconstruction_error]``."""
+        from include.preference.profiles import profile_encoder
+
+        return self._cached("profile", lambda: profile_encoder(self.model()))
+
     def _cached(self, part: str, build: Any) -> Any:
         key = (self.uri, part)
         with _LOCK:
@@ -115,3 +121,13 @@ def propensity(handle: ModelHandle, batch: "pa.RecordBatch | pa.Table") -> np.nd
         return np.zeros(0, dtype=np.float32)
     out = handle.model().predict_on_batch(feature_arrays(batch, spec.BY_NAME))
     return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def profile(handle: ModelHandle, batch: "pa.RecordBatch | pa.Table") -> tuple[np.ndarray, np.ndarray]:
+    """(``rows x PROFILE_DIM`` profiles, reconstruction errors) of a batch of customer feature rows."""
+    from include.preference.profiles import PROFILE_DIM, PROFILE_FEATURES
+
+    if batch.num_rows == 0:
+        return np.zeros((0, PROFILE_DIM), dtype=np.float32), np.zeros(0, dtype=np.float32)
+    vectors, errors = handle.profiler().predict_on_batch(feature_arrays(batch, PROFILE_FEATURES))
+    return np.asarray(vectors, dtype=np.float32), np.asarray(errors, dtype=np.float32).reshape(-1)

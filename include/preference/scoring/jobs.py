@@ -9,7 +9,9 @@ Outputs, all under ``scores/<output>/dt=D/``:
 * ``product_embeddings``: product_id, embedding (``product_features``);
 * ``customer_embeddings``: customer_id, embedding (``customer_features``), every customer;
 * ``propensities``: every retrieved candidate of every active customer, with its source;
-* ``recommendations``: the top ``PREFERENCE_RECOMMENDATIONS_K`` candidates per active customer.
+* ``recommendations``: the top ``PREFERENCE_RECOMMENDATIONS_K`` candidates per active customer;
+* ``customer_profiles`` (``score_profiles``, with the customer profile model that was champion on
+  the date): customer_id, profile, reconstruction_error, every customer.
 """
 
 from __future__ import annotations
@@ -33,15 +35,18 @@ SCORES = "scores"
 FEATURES = "features"
 
 
-def champion_handle(settings: Settings, day: dt.date) -> ModelHandle | None:
-    """The model that was champion on ``day``, or None when no model was champion yet."""
+def champion_handle(settings: Settings, day: dt.date, name: str | None = None) -> ModelHandle | None:
+    """The model that was champion on ``day``, or None when no model was champion yet.
+
+    ``name``: the registered model (the preference model unless told).
+    """
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from include.preference.registry import champion_as_of, model_name
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    name = model_name()
+    name = name or model_name()
     version = champion_as_of(MlflowClient(settings.mlflow_tracking_uri), name, day)
     if version is None:
         return None
@@ -99,6 +104,27 @@ def run_product_scoring(
         lake.write_table(embeddings(frame, handle, "product", _tags(handle, upstream)), output, [PRODUCT])
         rows = _publish(lake, settings, "product_embeddings", day, run_id, upstream, handle)
     return {"date": day.isoformat(), "model_version": handle.version, "product_embeddings": rows}
+
+
+def run_profile_scoring(
+    store: ObjectStore, settings: Settings, day: dt.date, *, run_id: str, handle: ModelHandle | None = None
+) -> dict[str, Any]:
+    """Publish ``scores/customer_profiles/dt=day`` (``{"skipped": reason}`` without a profile champion)."""
+    from include.preference.registry import profile_model_name
+    from include.preference.scoring.batch import CUSTOMER, profiles
+    from include.preference.spark import spark_session
+
+    handle = handle or champion_handle(settings, day, profile_model_name())
+    if handle is None:
+        return {"date": day.isoformat(), "skipped": f"no customer profile model was champion on {day}"}
+    with spark_lake(store, f"score-profiles-{day}") as lake:
+        upstream: list[dict[str, Any]] = []
+        spark = spark_session("score_profiles", reuse_workers=True, s3=settings.s3)
+        frame = _input(spark, lake, FEATURES, "customers", day, upstream)
+        output = _output("customer_profiles", day)
+        rows = lake.write_table(profiles(frame, handle, _tags(handle, upstream)), output, [CUSTOMER])
+        _publish(lake, settings, "customer_profiles", day, run_id, upstream, handle)
+    return {"date": day.isoformat(), "model_version": handle.version, "customer_profiles": rows}
 
 
 def run_customer_scoring(

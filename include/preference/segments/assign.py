@@ -12,19 +12,26 @@ import numpy as np
 BLOCK_ROWS = 16_384
 
 
-def segment_space(embeddings: np.ndarray) -> np.ndarray:
-    """Where segments live: the taste part of a model embedding (its first ``TASTE_DIM`` columns,
-    see :mod:`include.preference.model`), scaled to unit length.
+SPACES = ("taste", "profile")
 
-    Segments group customers (and products) by what they like; how much they buy is what the RFM
-    value tiers describe. Unit length keeps the direction of a taste and drops its strength.
+
+def segment_space(embeddings: np.ndarray, space: str = "taste") -> np.ndarray:
+    """Where segments live: the taste part of a model embedding (its first ``TASTE_DIM`` columns,
+    see :mod:`include.preference.model`), scaled to unit length; or, with ``space="profile"``, a
+    customer profile (:mod:`include.preference.profiles`, every column), scaled to unit length.
+
+    Taste segments group customers (and products) by what they like; how much they buy is what the
+    RFM value tiers describe. Unit length keeps the direction of a vector and drops its strength.
     """
     from include.preference.model import TASTE_DIM
 
+    if space not in SPACES:
+        raise ValueError(f"unknown segment space {space!r}; expected one of {', '.join(SPACES)}")
     embeddings = np.asarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[1] < TASTE_DIM:
-        raise ValueError(f"embeddings must have at least {TASTE_DIM} columns, got shape {embeddings.shape}")
-    taste = embeddings[:, :TASTE_DIM]
+    width = TASTE_DIM if space == "taste" else 1
+    if embeddings.ndim != 2 or embeddings.shape[1] < width:
+        raise ValueError(f"embeddings must have at least {width} columns, got shape {embeddings.shape}")
+    taste = embeddings[:, :TASTE_DIM] if space == "taste" else embeddings
     norms = np.linalg.norm(taste, axis=1, keepdims=True)
     return np.divide(taste, norms, out=np.zeros_like(taste), where=norms > 0)
 

@@ -14,7 +14,11 @@ Storage (``segments/`` layer):
 
 Segments live in the taste part of the embeddings, scaled to unit length
 (:func:`include.preference.segments.assign.segment_space`): centroids, t-SNE maps and L1 distances
-are all in that space.
+are all in that space. Customers can be segmented on their profiles instead
+(``PREFERENCE_SEGMENT_SPACE=profile``: ``scores/customer_profiles``, unit length); centroids record
+the space and the model version they were found with, and the customers' refresh report
+(``metrics.json`` -> ``spaces``) compares both spaces on the same sample: silhouette,
+Davies-Bouldin and, on the synthetic world, the adjusted Rand index against the planted groups.
 
 Plots are also published under ``reports/{segment_map_<entity>,segments_<entity>,rfm}/dt=D/`` and
 logged to MLflow (one run per task and date in the ``customer-preference-segments`` experiment).
@@ -25,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +73,37 @@ def _entity(entity: str) -> tuple[str, str]:
 
 def embeddings_ref(entity: str, day: dt.date) -> PartitionRef:
     return PartitionRef("scores", f"{_entity(entity)[0]}_embeddings", day)
+
+
+@dataclass(frozen=True)
+class Space:
+    """What an entity is segmented on: a scores table, its vector column, and how it is scaled."""
+
+    name: str  # "taste" or "profile" (see segment_space)
+    table: str
+    column: str
+
+    def ref(self, day: dt.date) -> PartitionRef:
+        return PartitionRef("scores", self.table, day)
+
+
+TASTE_CUSTOMERS = Space("taste", "customer_embeddings", "embedding")
+PROFILE_CUSTOMERS = Space("profile", "customer_profiles", "profile")
+
+
+def space_of(settings: Settings, entity: str) -> Space:
+    """Customers on ``PREFERENCE_SEGMENT_SPACE`` (taste or profile); products always on taste."""
+    prefix, _ = _entity(entity)
+    if entity == "customers" and settings.segment_space == "profile":
+        return PROFILE_CUSTOMERS
+    return Space("taste", f"{prefix}_embeddings", "embedding")
+
+
+def _same_space(manifest: Manifest | None, version: str, space: Space) -> bool:
+    """Whether centroids (their manifest) were found on ``space`` with that model version."""
+    if manifest is None:
+        return False
+    return str(manifest.extra.get("model_version")) == version and manifest.extra.get("space", "taste") == space.name
 
 
 def latest_centroids(store: ObjectStore, entity: str, day: dt.date) -> PartitionRef | None:
@@ -115,25 +151,27 @@ def stratified_sample(rows: "DataFrame", key: str, per_stratum: int, seed: int) 
     return sample.sort_values(key).reset_index(drop=True)
 
 
-def space_column(embedding: "Column") -> "Column":
-    """:func:`segment_space` as a Spark expression: the taste part of an embedding, unit length."""
+def space_column(embedding: "Column", space: str = "taste") -> "Column":
+    """:func:`segment_space` as a Spark expression: the taste part of an embedding (or a whole
+    profile), unit length."""
     from pyspark.sql import functions as F
 
     from include.preference.model import TASTE_DIM
 
-    taste = F.slice(embedding, 1, TASTE_DIM)
+    taste = F.slice(embedding, 1, TASTE_DIM) if space == "taste" else embedding
     norm = F.sqrt(F.aggregate(taste, F.lit(0.0).cast("double"), lambda acc, x: acc + x * x))
     return F.transform(taste, lambda x: F.when(norm > 0, x / norm).otherwise(F.lit(0.0)))
 
 
-def cluster_means(assigned: "DataFrame") -> tuple[np.ndarray, np.ndarray]:
+def cluster_means(assigned: "DataFrame", space: str = "taste") -> tuple[np.ndarray, np.ndarray]:
     """(cluster ids, mean segment-space vector of each) of rows with ``embedding`` and ``cluster_id``.
 
     A Spark aggregate per (cluster, dimension): clusters x dimensions values reach the driver.
     """
     from pyspark.sql import functions as F
 
-    exploded = assigned.select("cluster_id", F.posexplode(space_column(F.col("embedding"))).alias("dim", "value"))
+    vectors = space_column(F.col("embedding"), space)
+    exploded = assigned.select("cluster_id", F.posexplode(vectors).alias("dim", "value"))
     means: pd.DataFrame = exploded.groupBy("cluster_id", "dim").agg(F.avg("value").alias("value")).toPandas()
     if means.empty:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
@@ -154,19 +192,16 @@ def run_refresh_segments(
     from include.preference.storage.partitions import parquet_bytes
 
     _, key = _entity(entity)
-    ref = embeddings_ref(entity, day)
+    space = space_of(settings, entity)
+    ref = space.ref(day)
     manifest = require_manifest(store, ref)
     version = str(manifest.extra.get("model_version"))
     previous = latest_centroids(store, entity, day - dt.timedelta(days=1))
     previous_manifest = read_manifest(store, previous) if previous else None
-    if (
-        previous is not None
-        and previous_manifest is not None
-        and str(previous_manifest.extra.get("model_version")) == version
-    ):
+    if previous is not None and _same_space(previous_manifest, version, space):
         return {
             "date": day.isoformat(),
-            "skipped": f"champion v{version} unchanged since the centroids of {previous.date}",
+            "skipped": f"champion v{version} ({space.name} space) unchanged since the centroids of {previous.date}",
         }
 
     strata_ref, strata_column, strata_name = _strata(store, entity, day)
@@ -176,11 +211,13 @@ def run_refresh_segments(
         spark = spark_session("refresh_segments", s3=settings.s3)
         lake.add(ref, manifest)
         lake.add(strata_ref, require_manifest(store, strata_ref))
-        embedded = lake.need(spark, ref, "segments are found on it").select(key, "embedding")
+        embedded = lake.need(spark, ref, "segments are found on it").select(key, F.col(space.column).alias("embedding"))
         strata = lake.need(spark, strata_ref, "it gives the strata").select(key, F.col(strata_column).alias("stratum"))
         rows = embedded.join(strata, key, "left").fillna({"stratum": "unknown"})
         sample = stratified_sample(rows, key, settings.segment_sample_per_stratum, settings.sampling_seed)
-        vectors = segment_space(np.stack(sample["embedding"].to_numpy())) if len(sample) else np.zeros((0, 0))
+        vectors = (
+            segment_space(np.stack(sample["embedding"].to_numpy()), space.name) if len(sample) else np.zeros((0, 0))
+        )
         found = discover(vectors, seed=settings.sampling_seed)
 
         # Stable ids: previous clusters, re-expressed in today's embedding space as the mean embedding
@@ -190,7 +227,7 @@ def run_refresh_segments(
         if before_ref is not None:
             lake.add(*before_ref)
             before = lake.need(spark, before_ref[0], "ids are matched against it").select(key, "cluster_id")
-            old_ids, old = cluster_means(embedded.join(before, key))
+            old_ids, old = cluster_means(embedded.join(before, key), space.name)
             if len(old_ids):
                 cluster_ids = match_ids(old, old_ids, found.centroids)
                 matched_against = "previous day's assignments"
@@ -203,8 +240,14 @@ def run_refresh_segments(
     alternative = _compare_with_review_text(store, entity, day, sample[key], vectors, settings.sampling_seed)
     if alternative is not None:
         upstream.append(alternative.pop("upstream"))
+    spaces = None
+    if entity == "customers":
+        spaces = compare_spaces(store, day, sample[key], space, found, version, settings.sampling_seed)
+        upstream.extend(spaces.pop("upstream"))
     metrics = {
         "alternative_inputs": alternative,
+        "spaces": spaces,
+        "space": space.name,
         "model_version": version,
         "clusters": len(centroids),
         "sample_rows": len(sample),
@@ -227,7 +270,8 @@ def run_refresh_segments(
         }
     )
     with scratch_directory(settings.scratch_dir, f"refresh-{entity}-{day}") as scratch:
-        title = f"{entity}: t-SNE of the champion v{version} embeddings, {day}"
+        what = "embeddings' taste part" if space.name == "taste" else "customer profiles"
+        title = f"{entity}: t-SNE of the champion v{version} {what}, {day}"
         png = plots.tsne_map(found.map2d, labels, scratch / f"tsne_{entity}.png", title)
         parts = [
             PartFile("centroids.json", json.dumps(centroids).encode(), len(centroids)),
@@ -242,13 +286,21 @@ def run_refresh_segments(
             run_id=run_id,
             code_version=settings.code_version,
             upstream=upstream,
-            extra={"model_version": version, "clusters": len(centroids), "silhouette": found.silhouette},
+            extra={
+                "model_version": version,
+                "space": space.name,
+                "clusters": len(centroids),
+                "silhouette": found.silhouette,
+            },
         )
         _report(store, settings, f"segment_map_{entity}", day, run_id, [png], {"metrics.json": metrics}, upstream)
         _log_mlflow(settings, f"refresh_segments/{entity}/{day}", metrics, [png], version)
     return {
         "date": day.isoformat(),
-        **{k: metrics[k] for k in ("model_version", "clusters", "silhouette", "davies_bouldin", "noise_share")},
+        **{
+            k: metrics[k] for k in ("model_version", "space", "clusters", "silhouette", "davies_bouldin", "noise_share")
+        },
+        "spaces": spaces,
     }
 
 
@@ -290,6 +342,79 @@ def _compare_with_review_text(
     return out
 
 
+def planted_groups(store: ObjectStore, day: dt.date) -> dict[str, int] | None:
+    """customer_id -> planted group when the day's raw customers come from the synthetic world
+    (its generator settings are in the raw manifest, and equal settings build the same world);
+    None for any other source. For evaluation only: no segment is built from it."""
+    from include.preference.sources.synthetic import SyntheticConfig, ground_truth
+
+    manifest = read_manifest(store, PartitionRef("raw", "customers", day))
+    if manifest is None or manifest.extra.get("source") != "synthetic":
+        return None
+    truth = ground_truth(SyntheticConfig(**manifest.extra["generator"]))["customers"]
+    return dict(zip(truth["customer_id"].astype(str), truth["group"].astype(int), strict=True))
+
+
+def _quality(found: Any, ids: pd.Series, groups: dict[str, int] | None) -> dict[str, Any]:
+    """Silhouette, Davies-Bouldin, clusters and noise of one discovery; with planted groups, the
+    adjusted Rand index of its clusters (DBSCAN noise as one more label) against them."""
+    from sklearn.metrics import adjusted_rand_score
+
+    out: dict[str, Any] = {
+        "rows": len(ids),
+        "clusters": len(found.cluster_ids),
+        "noise_share": found.noise_share,
+        "silhouette": found.silhouette,
+        "davies_bouldin": found.davies_bouldin,
+        "adjusted_rand_index": None,
+    }
+    if groups is not None:
+        known = np.array([c in groups for c in ids])
+        if known.any():
+            truth = [groups[c] for c in ids[known]]
+            out["adjusted_rand_index"] = float(adjusted_rand_score(truth, np.asarray(found.labels)[known]))
+    return out
+
+
+def compare_spaces(
+    store: ObjectStore, day: dt.date, ids: pd.Series, used: "Space", found: Any, version: str, seed: int
+) -> dict[str, Any]:
+    """The segment report's comparison of the two customer spaces on the same sampled customers:
+    the taste part of the champion's embeddings and the customer profiles, each clustered the same
+    way (t-SNE + DBSCAN), with silhouette, Davies-Bouldin and, on the synthetic world, the adjusted
+    Rand index against the planted groups. A space whose scores are not published that day is None.
+
+    ``used``/``found``: the space the segments were built on and its discovery (not redone).
+    """
+    from include.preference.segments.cluster import discover
+
+    groups = planted_groups(store, day)
+    out: dict[str, Any] = {"planted_groups": groups is not None, "used": used.name, "upstream": []}
+    for space in (TASTE_CUSTOMERS, PROFILE_CUSTOMERS):
+        if space.name == used.name:
+            out[space.name] = {**_quality(found, ids.reset_index(drop=True), groups), "model_version": version}
+            continue
+        ref = space.ref(day)
+        manifest = read_manifest(store, ref)
+        if manifest is None:
+            out[space.name] = None
+            continue
+        table = read_table(store, ref, columns=["customer_id", space.column])
+        position = {c: i for i, c in enumerate(table.column("customer_id").to_pylist())}
+        rows = [(c, position[c]) for c in ids if c in position]
+        if len(rows) < MIN_TEXT_ROWS:
+            out[space.name] = None
+            continue
+        kept, at = zip(*rows, strict=True)
+        vectors = segment_space(_vectors(table, space.column)[np.asarray(at)], space.name)
+        out[space.name] = {
+            **_quality(discover(vectors, seed=seed), pd.Series(kept), groups),
+            "model_version": str(manifest.extra.get("model_version")),
+        }
+        out["upstream"].append(upstream_entry(store, ref, manifest))
+    return out
+
+
 def _previous_assignments_ref(store: ObjectStore, entity: str, day: dt.date) -> tuple[PartitionRef, Manifest] | None:
     """The latest assignments before ``day`` (what today's migration starts from), with its manifest."""
     days = [d for d in list_partitions(store, SEGMENTS, entity) if d < day]
@@ -318,7 +443,7 @@ def cluster_summary(assigned: Any, ids: np.ndarray, key: str, rows: int) -> pd.D
     return summary
 
 
-def assignment_batches(centroids: np.ndarray, ids: np.ndarray, key: str, tag: dict[str, str]):
+def assignment_batches(centroids: np.ndarray, ids: np.ndarray, key: str, tag: dict[str, str], space: str = "taste"):
     """The ``mapInArrow`` function: (key, embedding) -> (key, cluster_id, l1_distance, tags...)."""
     import pyarrow as pa
 
@@ -329,7 +454,7 @@ def assignment_batches(centroids: np.ndarray, ids: np.ndarray, key: str, tag: di
             values = batch.column("embedding")
             flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
             points = (
-                segment_space(flat.reshape(batch.num_rows, -1))
+                segment_space(flat.reshape(batch.num_rows, -1), space)
                 if batch.num_rows
                 else np.zeros((0, centroids.shape[1]), np.float32)
             )
@@ -345,11 +470,22 @@ def assignment_batches(centroids: np.ndarray, ids: np.ndarray, key: str, tag: di
     return run
 
 
-def assign_frame(frame: Any, centroids: np.ndarray, ids: np.ndarray, key: str, tag: dict[str, str]) -> Any:
-    """Every row of an embeddings DataFrame assigned to its nearest centroid (L1), in Spark."""
+def assign_frame(
+    frame: Any,
+    centroids: np.ndarray,
+    ids: np.ndarray,
+    key: str,
+    tag: dict[str, str],
+    space: str = "taste",
+    column: str = "embedding",
+) -> Any:
+    """Every row of an embeddings (or profiles) DataFrame assigned to its nearest centroid (L1), in Spark."""
+    from pyspark.sql import functions as F
+
     tags = "".join(f", {name} string" for name in tag)
     schema = f"{key} string, cluster_id long, l1_distance float{tags}"
-    return frame.select(key, "embedding").mapInArrow(assignment_batches(centroids, ids, key, tag), schema)
+    rows = frame.select(key, F.col(column).alias("embedding"))
+    return rows.mapInArrow(assignment_batches(centroids, ids, key, tag, space), schema)
 
 
 def migration(before: "DataFrame | None", after: "DataFrame", key: str) -> pd.DataFrame:
@@ -381,19 +517,18 @@ def run_assign_segments(
     from include.preference.spark import spark_session
 
     _, key = _entity(entity)
-    ref = embeddings_ref(entity, day)
+    space = space_of(settings, entity)
+    ref = space.ref(day)
     manifest = require_manifest(store, ref)
     version = str(manifest.extra.get("model_version"))
     centroids_ref = latest_centroids(store, entity, day)
     centroids_manifest = read_manifest(store, centroids_ref) if centroids_ref else None
-    if (
-        centroids_ref is None
-        or centroids_manifest is None
-        or str(centroids_manifest.extra.get("model_version")) != version
-    ):
+    if centroids_ref is None or not _same_space(centroids_manifest, version, space):
         raise PartitionNotFound(
-            f"no centroids of model v{version} for {entity} on or before {day}; run refresh_segments for {day}"
+            f"no centroids of model v{version} ({space.name} space) for {entity} on or before {day}; "
+            f"run refresh_segments for {day}"
         )
+    assert centroids_manifest is not None
     centroids = json.loads(read_file(store, centroids_ref, "centroids.json"))
     matrix = np.asarray([c["centroid"] for c in centroids], dtype=np.float32)
     ids = np.asarray([c["cluster_id"] for c in centroids], dtype=np.int64)
@@ -409,7 +544,9 @@ def run_assign_segments(
         lake.add(ref, manifest)
         target = PartitionRef(SEGMENTS, entity, day)
         rows = lake.write_table(
-            assign_frame(lake.need(spark, ref, "segments are assigned from it"), matrix, ids, key, tag),
+            assign_frame(
+                lake.need(spark, ref, "segments are assigned from it"), matrix, ids, key, tag, space.name, space.column
+            ),
             target,
             [key],
             sub="assignments",
@@ -451,6 +588,7 @@ def run_assign_segments(
             rows={"centroids.json": len(centroids), "summary.json": len(summary), "migration.json": len(moved)},
             extra={
                 "model_version": version,
+                "space": space.name,
                 "centroids_date": centroids_ref.date.isoformat(),
                 "sizes": {str(c): int(n) for c, n in zip(summary["cluster_id"], summary["count"], strict=True)},
             },

@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -111,6 +112,53 @@ def holdout_slices(
     }
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """The published partitions a training of day D reads: the training anchors, then the holdout's."""
+
+    anchors: list[dt.date]
+    holdout_anchor: dt.date
+    refs: list[PartitionRef]
+    manifests: dict[PartitionRef, Any]
+    upstream: list[dict[str, Any]]
+    files: list[str]  # the training anchors' TFRecord shards, by key in the lake
+    rows: int  # the examples in them (every shard's count is in its manifest: the writer counted them)
+
+
+def training_inputs(store: ObjectStore, settings: Settings, day: dt.date) -> TrainingInputs | str:
+    """What the run of ``day`` trains and evaluates on, or why it cannot yet (a sentence).
+
+    The holdout is anchor ``day - H``; training takes the latest ``PREFERENCE_TRAINING_ANCHORS``
+    anchors whose label window ends by the holdout's anchor (anchor <= day - 2H).
+    """
+    horizon = dt.timedelta(days=settings.horizon_days)
+    holdout_anchor = day - horizon
+    published = set(list_partitions(store, "training"))
+    if holdout_anchor not in published:
+        return f"holdout anchor {holdout_anchor} has no training partition yet"
+    anchors = sorted(a for a in published if a <= holdout_anchor - horizon)[-settings.training_anchors :]
+    if not anchors:
+        return f"no training anchor on or before {holdout_anchor - horizon}"
+    refs = [PartitionRef("training", "", a) for a in (*anchors, holdout_anchor)]
+    manifests = {ref: require_manifest(store, ref) for ref in refs}
+    # The workers fetch their shards themselves; the driver passes keys, counts and statistics.
+    shards = [
+        (ref.prefix + entry.path, entry.rows)
+        for ref in refs[:-1]
+        for entry in manifests[ref].files
+        if entry.path.endswith(".tfrecord.gz")
+    ]
+    return TrainingInputs(
+        anchors=anchors,
+        holdout_anchor=holdout_anchor,
+        refs=refs,
+        manifests=manifests,
+        upstream=[upstream_entry(store, ref, manifests[ref]) for ref in refs],
+        files=[key for key, _ in shards],
+        rows=sum(int(count or 0) for _, count in shards),
+    )
+
+
 def run_training_job(
     store: ObjectStore, settings: Settings, day: dt.date, *, run_id: str, backfill: bool
 ) -> dict[str, Any]:
@@ -129,34 +177,18 @@ def run_training_job(
     from include.preference.training.launcher import TrainJob, run_job, train_on_spark
     from include.preference.training.trainer import TrainSettings
 
-    horizon = dt.timedelta(days=settings.horizon_days)
     k = settings.ranking_k
-    holdout_anchor = day - horizon
-    published = set(list_partitions(store, "training"))
-    if holdout_anchor not in published:
-        return {"date": day.isoformat(), "skipped": f"holdout anchor {holdout_anchor} has no training partition yet"}
-    anchors = sorted(a for a in published if a <= holdout_anchor - horizon)
-    anchors = anchors[-settings.training_anchors :]
-    if not anchors:
-        return {"date": day.isoformat(), "skipped": f"no training anchor on or before {holdout_anchor - horizon}"}
+    chosen = training_inputs(store, settings, day)
+    if isinstance(chosen, str):
+        return {"date": day.isoformat(), "skipped": chosen}
+    anchors, holdout_anchor = chosen.anchors, chosen.holdout_anchor
 
     from include.preference.spark import spark_session
 
     with scratch_directory(settings.scratch_dir, f"train-{day}") as scratch:
-        refs = [PartitionRef("training", "", a) for a in (*anchors, holdout_anchor)]
-        manifests = {ref: require_manifest(store, ref) for ref in refs}
-        upstream = [upstream_entry(store, ref, manifests[ref]) for ref in refs]
+        refs, manifests, upstream = chosen.refs, chosen.manifests, chosen.upstream
         training_refs = refs[:-1]
-        # The workers fetch their shards themselves; the driver passes keys, counts and statistics.
-        shards = [
-            (ref.prefix + entry.path, entry.rows)
-            for ref in training_refs
-            for entry in manifests[ref].files
-            if entry.path.endswith(".tfrecord.gz")
-        ]
-        files = [key for key, _ in shards]
-        # Every shard's record count is in its manifest (the writer counted them).
-        rows = sum(int(count or 0) for _, count in shards)
+        files, rows = chosen.files, chosen.rows
         spark = spark_session("train_model", s3=settings.s3)
         with spark_lake(store, f"train-{day}", {ref: manifests[ref] for ref in training_refs}) as lake:
             stats = spark_feature_statistics(lake.read_days(spark, "training", "", anchors))

@@ -47,6 +47,7 @@ class TrainJob:
     ``files``: the shards' keys in the lake bucket (``s3`` set), or local paths (one host).
     ``run_prefix``: where checkpoints, worker status and the model go in the bucket.
     ``work_dir``: the local folder of a job without storage (each worker uses a temporary one otherwise).
+    ``model_kind``: ``preference`` or ``profile`` (see :data:`include.preference.training.trainer.MODEL_KINDS`).
     """
 
     files: tuple[str, ...]
@@ -58,6 +59,7 @@ class TrainJob:
     s3: "S3Settings | None" = None
     run_prefix: str = ""
     worker_host: str | None = None
+    model_kind: str = "preference"
 
     def __post_init__(self) -> None:
         if self.s3 is None and not self.work_dir:
@@ -87,6 +89,7 @@ def job_from_json(text: str, s3: "S3Settings | None" = None) -> TrainJob:
         s3=s3,
         run_prefix=body.get("run_prefix", ""),
         worker_host=body.get("worker_host"),
+        model_kind=body.get("model_kind", "preference"),
     )
 
 
@@ -101,6 +104,7 @@ def run_job(job: TrainJob, strategy: Any = None) -> TrainResult:
             settings=job.settings,
             model_config=job.model_config,
             strategy=strategy,
+            model_kind=job.model_kind,
         )
     from include.preference.storage import ObjectStore
     from include.preference.training.trainer import WorkerStatus, cluster_from_env
@@ -126,6 +130,7 @@ def run_job(job: TrainJob, strategy: Any = None) -> TrainResult:
             checkpoints=CheckpointSync(store, f"{prefix}/checkpoint") if prefix else CheckpointSync(),
             strategy=strategy,
             status=WorkerStatus(work, index, store, f"{prefix}/workers" if prefix else ""),
+            model_kind=job.model_kind,
         )
         if result.model_path is not None:
             if not prefix:

@@ -36,6 +36,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_INDEX = "checkpoint"  # TensorFlow's file naming the latest checkpoint
+# What the loop can train: the preference model (loss: cross-entropy of the propensity against the
+# label) and the customer profile autoencoder (loss: its own reconstruction error; labels unused).
+MODEL_KINDS = ("preference", "profile")
+
+
+def build_kind(kind: str, stats: Mapping[str, tuple[float, float]], config: ModelConfig | None) -> Any:
+    """The compiled model of ``kind`` (see ``MODEL_KINDS``)."""
+    if kind == "profile":
+        from include.preference.profiles import build_profile_model
+
+        return build_profile_model(stats, config)
+    if kind == "preference":
+        return build_model(stats, config)
+    raise ValueError(f"unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -142,6 +156,12 @@ def cluster_from_env() -> tuple[str, int, int]:
     return str(task.get("type", "worker")), int(task.get("index", 0)), max(1, workers)
 
 
+def _profile_inputs() -> list[str]:
+    from include.preference.profiles import PROFILE_FEATURES
+
+    return list(PROFILE_FEATURES)
+
+
 def default_strategy() -> Any:
     """MultiWorkerMirroredStrategy under ``TF_CONFIG``, else MirroredStrategy over visible GPUs (or CPU)."""
     import tensorflow as tf
@@ -172,8 +192,12 @@ def train(
     checkpoints: CheckpointSync | None = None,
     strategy: Any = None,
     status: WorkerStatus | None = None,
+    model_kind: str = "preference",
 ) -> TrainResult:
     """Train on GZIP TFRecord shards holding ``rows`` examples; resume from the latest checkpoint.
+
+    ``model_kind``: ``preference`` (the ranking model) or ``profile`` (the customer autoencoder,
+    trained on the same examples' customer features).
 
     Returns this worker's result; the chief (index 0) also writes ``work_dir/model.keras``.
     """
@@ -198,7 +222,7 @@ def train(
         shutil.copytree(chief_dir, checkpoint_dir)
 
     with strategy.scope():
-        model = build_model(stats, model_config)
+        model = build_kind(model_kind, stats, model_config)
         optimizer = model.optimizer
         epoch_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_done")
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epochs_done=epoch_counter)
@@ -214,6 +238,12 @@ def train(
     global_batch = settings.global_batch_size
     steps = settings.steps_per_epoch(rows)
     loss_fn = tf.keras.losses.BinaryCrossentropy(reduction="none")
+    input_names = _profile_inputs() if model_kind == "profile" else None
+
+    def per_example_loss(features: Any, label: Any) -> Any:
+        if input_names is not None:  # the autoencoder: its output is each row's reconstruction error
+            return tf.reshape(model({name: features[name] for name in input_names}, training=True), (-1,))
+        return loss_fn(tf.reshape(label, (-1, 1)), model(features, training=True))
 
     def dataset_for(epoch: int) -> Any:
         def make(context: tf.distribute.InputContext) -> Any:
@@ -229,8 +259,7 @@ def train(
 
     def replica_step(features: Any, label: Any) -> Any:
         with tf.GradientTape() as tape:
-            predictions = model(features, training=True)
-            per_example = loss_fn(tf.reshape(label, (-1, 1)), predictions)
+            per_example = per_example_loss(features, label)
             loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
@@ -274,7 +303,7 @@ def train(
     weights = model.get_weights()
     result.weights_sha256 = weights_digest(weights)
     if chief:
-        plain = build_model(stats, model_config)  # outside the strategy: a model anyone can load
+        plain = build_kind(model_kind, stats, model_config)  # outside the strategy: a model anyone can load
         plain.set_weights(weights)
         path = work_dir / "model.keras"
         plain.save(path)

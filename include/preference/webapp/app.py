@@ -3,7 +3,9 @@
 Mounted by ``plugins/customer_preference.py`` in Airflow's API server under ``/preference``:
 
 * ``api/customers/{customer_id}``: value tier, segment, top-K recommendations with propensities,
-  model version and data dates (404 for an unknown customer, 422 for a malformed id or date);
+  model version and data dates, and the customer profile (reconstruction error, the 5 nearest
+  customers by profile with their distances) (404 for an unknown customer, 422 for a malformed id
+  or date);
 * ``api/segments/{entity}``: cluster sizes and shares per day and the latest migration;
 * ``api/value-tiers``, ``api/model`` (the champion's holdout metrics against the baselines),
   ``api/runs/{date}`` (links to the day's validation Data Docs and MLflow training run);
@@ -123,7 +125,7 @@ def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
     app.state.outputs_factory = outputs
     app.state.outputs = None
 
-    @app.get("/api/customers/{customer_id}", tags=["customers"], summary="One customer's tier, segment and top-K")
+    @app.get("/api/customers/{customer_id}", tags=["customers"], summary="A customer's tier, segment, top-K, profile")
     def customer(customer_id: CustomerId, store: Lake, day: AsOf = None) -> dict[str, Any]:
         found = store.customer(customer_id, day)
         if found is None:

@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import mimetypes
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,12 +35,30 @@ class File:
     media_type: str
 
 
+# Nearest customers by profile shown per customer.
+PROFILE_NEIGHBOURS = 5
+
+
+@dataclass(frozen=True)
+class ProfileIndex:
+    """One day's customer profiles in memory (``PROFILE_DIM`` floats per customer), for lookups."""
+
+    key: tuple[dt.date, str]  # the partition's date and manifest version
+    model_version: str
+    position: dict[str, int]
+    ids: Any  # numpy array of customer ids
+    vectors: Any  # customers x PROFILE_DIM float32
+    errors: Any  # reconstruction error per customer
+
+
 class Outputs:
     """Read-side of the lake for the plugin: customers, segments, value tiers, the champion."""
 
     def __init__(self, store: ObjectStore, mlflow_ui: str | None = None) -> None:
         self.store = store
         self.mlflow_ui = mlflow_ui.rstrip("/") if mlflow_ui else None
+        self._profiles: ProfileIndex | None = None
+        self._profiles_lock = threading.Lock()
 
     # -- dates -------------------------------------------------------------------------------------
     def dates(self, layer: str, table: str) -> list[dt.date]:
@@ -109,9 +128,61 @@ class Outputs:
                 "date": seg_day.isoformat(),
             }
             found.setdefault("model_version", str(row["model_version"]))
-        if not found["recommendations"] and found["value_tier"] is None and found["segment"] is None:
+        found["profile"] = self.customer_profile(customer_id, day)
+        if not found["recommendations"] and all(found[k] is None for k in ("value_tier", "segment", "profile")):
             return None
         return found
+
+    def _profile_index(self, day: dt.date | None) -> ProfileIndex | None:
+        """The latest published customer profiles on or before ``day``, kept in memory until a
+        newer (or republished) partition is asked for."""
+        import numpy as np
+
+        found = self.latest("scores", "customer_profiles", day)
+        manifest = read_manifest(self.store, PartitionRef("scores", "customer_profiles", found)) if found else None
+        if found is None or manifest is None:
+            return None
+        key = (found, manifest.version)
+        with self._profiles_lock:
+            if self._profiles is not None and self._profiles.key == key:
+                return self._profiles
+            table = read_table(self.store, PartitionRef("scores", "customer_profiles", found))
+            ids = np.asarray(table.column("customer_id").to_pylist(), dtype=object)
+            values = table.column("profile").combine_chunks()
+            flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+            index = ProfileIndex(
+                key=key,
+                model_version=str(manifest.extra.get("model_version")),
+                position={c: i for i, c in enumerate(ids)},
+                ids=ids,
+                vectors=flat.reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32),
+                errors=table.column("reconstruction_error").to_numpy(zero_copy_only=False).astype(np.float64),
+            )
+            self._profiles = index
+            return index
+
+    def customer_profile(self, customer_id: str, day: dt.date | None = None) -> dict[str, Any] | None:
+        """The customer's profile as of ``day``: its reconstruction error (with the share of customers
+        whose error is lower: near 1 is a customer unlike the ones the profile was trained on) and
+        the ``PROFILE_NEIGHBOURS`` nearest customers by Euclidean distance between profiles (ties to
+        the smaller id). None when no profile of the customer is published."""
+        import numpy as np
+
+        index = self._profile_index(day)
+        if index is None or customer_id not in index.position:
+            return None
+        at = index.position[customer_id]
+        distance = np.sqrt(np.square(index.vectors - index.vectors[at]).sum(axis=1, dtype=np.float64))
+        distance[at] = np.inf
+        order = np.lexsort((index.ids, distance))[: min(PROFILE_NEIGHBOURS, len(distance) - 1)]
+        error = float(index.errors[at])
+        return {
+            "date": index.key[0].isoformat(),
+            "model_version": index.model_version,
+            "reconstruction_error": error,
+            "error_percentile": float(np.mean(index.errors < error)),
+            "neighbours": [{"customer_id": str(index.ids[i]), "distance": float(distance[i])} for i in order],
+        }
 
     def catalogue(self, day: dt.date | None) -> dict[str, dict[str, Any]]:
         """Title and category path of every product in the validated catalogue as of ``day`` (the

@@ -27,7 +27,7 @@ def _publish_features(store, lake, day):
 
 
 @pytest.fixture
-def scoring_env(training_sets, small_model, lake_env, mlflow_service, monkeypatch, tmp_path):
+def scoring_env(training_sets, small_model, small_profile, lake_env, mlflow_service, monkeypatch, tmp_path):
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -44,6 +44,12 @@ def scoring_env(training_sets, small_model, lake_env, mlflow_service, monkeypatc
     next_day = day + dt.timedelta(days=1)
     for d in (day, next_day):
         _publish_features(store, training_sets["lake"], d)
+    # The day's raw tables as the DAG lands them: their manifest names the synthetic world, whose
+    # planted groups the segment report compares with.
+    from include.preference.sources import land_synthetic_day
+    from tests.support.lake import SMALL_WORLD
+
+    land_synthetic_day(store, day, SMALL_WORLD, run_id="r1", code_version="test")
     for back in range(REVIEW_DAYS - 1, -1, -1):  # reviews of the last days: customers' text profiles
         d = day - dt.timedelta(days=back)
         publish_from(training_sets["lake"], PartitionRef("validated", "reviews", d), store)
@@ -56,6 +62,12 @@ def scoring_env(training_sets, small_model, lake_env, mlflow_service, monkeypatc
     first = mlflow.register_model(info.model_uri, name)
     client.set_model_version_tag(name, first.version, CHAMPION_SINCE, day.isoformat())
     client.set_registered_model_alias(name, CHAMPION, first.version)
+    # The customer profile autoencoder, champion of its own registered model from the same day.
+    with mlflow.start_run():
+        profile_info = mlflow.keras.log_model(load_model(small_profile), name="profile")
+    profile = mlflow.register_model(profile_info.model_uri, f"{name}-profile")
+    client.set_model_version_tag(f"{name}-profile", profile.version, CHAMPION_SINCE, day.isoformat())
+    client.set_registered_model_alias(f"{name}-profile", CHAMPION, profile.version)
     return store, day, next_day, name, client, info.model_uri
 
 
@@ -102,6 +114,22 @@ def test_scoring_and_segments_for_two_days(scoring_env, training_sets):
     ordered = recommendations.sort_values(["customer_id", "rank"])
     assert (ordered.groupby("customer_id")["propensity"].diff().dropna() <= 0).all()
 
+    # Customer profiles: every customer, the profile model's version on every row, the numbers the
+    # registered model gives in this process.
+    from include.preference.model import load_model
+    from include.preference.profiles import PROFILE_DIM, profiles_of
+
+    profiled = tasks.score_profiles(day, run_id="r1")
+    assert profiled["model_version"] == "1" and profiled["customer_profiles"] == len(features), profiled
+    profiles = read_table(store, PartitionRef("scores", "customer_profiles", day)).to_pandas()
+    assert set(profiles["model_version"]) == {"1"} and profiles["input_manifests"].nunique() == 1
+    mine = profiles.merge(features, on="customer_id").sort_values("customer_id")
+    vectors, errors = profiles_of(load_model(f"models:/{name}-profile/1"), mine)
+    assert vectors.shape == (len(features), PROFILE_DIM)
+    np.testing.assert_allclose(np.stack(mine["profile"].to_numpy()), vectors, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mine["reconstruction_error"], errors, rtol=1e-4, atol=1e-6)
+    assert "skipped" in tasks.score_profiles(day - dt.timedelta(days=1), run_id="backfill")
+
     for back in range(REVIEW_DAYS - 1, -1, -1):
         texts = tasks.embed_reviews(day - dt.timedelta(days=back), run_id="r1")
     assert texts["customers_with_text"] >= 20, texts
@@ -122,6 +150,18 @@ def test_scoring_and_segments_for_two_days(scoring_env, training_sets):
     compared = metrics["alternative_inputs"]
     assert compared["review_text"]["rows"] == compared["model_embedding"]["rows"] >= 20
     assert metrics["strata"] == "rfm_tier" and set(metrics["sample_per_stratum"]) <= {"low", "mid", "high", "unknown"}
+    # The report compares the two customer spaces on the same sample, each against the planted groups.
+    spaces = metrics["spaces"]
+    assert metrics["space"] == spaces["used"] == "taste" and spaces["planted_groups"]
+    print(
+        "segment spaces, adjusted Rand index vs the planted groups: "
+        f"taste {spaces['taste']['adjusted_rand_index']:.3f}, profile {spaces['profile']['adjusted_rand_index']:.3f}; "
+        f"silhouette taste {spaces['taste']['silhouette']}, profile {spaces['profile']['silhouette']}"
+    )
+    assert spaces["taste"]["rows"] == spaces["profile"]["rows"] == metrics["sample_rows"]
+    assert spaces["profile"]["model_version"] == "1"
+    # Far above chance (0) in both spaces; the README's Segments section gives the measured figures.
+    assert min(spaces[s]["adjusted_rand_index"] for s in ("taste", "profile")) >= 0.3, spaces
     # Every customer sits at its nearest centroid by L1 (checked against the broadcast numpy version).
     from include.preference.segments.assign import nearest_l1_broadcast, segment_space
 
@@ -154,6 +194,30 @@ def test_scoring_and_segments_for_two_days(scoring_env, training_sets):
     assert sum(m["count"] for m in migration if m["from"] != "new") == len(segments)
     assert moved["moved"] == sum(m["count"] for m in migration if m["from"] != m["to"])
     assert read_manifest(store, PartitionRef("reports", "segments_customers", next_day)) is not None
+
+    # Segmenting customers on their profiles instead: the space changed, so the next day's centroids
+    # are found anew (in profile space), and every customer sits at its nearest one there.
+    import os
+
+    os.environ["PREFERENCE_SEGMENT_SPACE"] = "profile"
+    try:
+        tasks.score_profiles(next_day, run_id="r2")
+        on_profiles = tasks.refresh_segments(next_day, "customers", run_id="r2")
+        assert "skipped" not in on_profiles and on_profiles["space"] == "profile", on_profiles
+        assigned = tasks.assign_segments(next_day, "customers", run_id="r2")
+    finally:
+        del os.environ["PREFERENCE_SEGMENT_SPACE"]
+    assert assigned["rows"] == len(today)
+    by_profile = read_table(store, PartitionRef("segments", "customers", next_day)).to_pandas()
+    next_profiles = read_table(store, PartitionRef("scores", "customer_profiles", next_day)).to_pandas()
+    merged = by_profile.merge(next_profiles[["customer_id", "profile"]], on="customer_id")
+    centroids_ref = PartitionRef("segments", "centroids_customers", next_day)
+    centroids = json.loads(read_file(store, centroids_ref, "centroids.json"))
+    assert read_manifest(store, centroids_ref).extra["space"] == "profile"
+    matrix = np.asarray([c["centroid"] for c in centroids], dtype=np.float32)
+    index, distance = nearest_l1_broadcast(segment_space(np.stack(merged["profile"].to_numpy()), "profile"), matrix)
+    assert merged["cluster_id"].tolist() == [centroids[i]["cluster_id"] for i in index]
+    np.testing.assert_allclose(merged["l1_distance"], distance, rtol=1e-5)
 
     # A later promotion does not change what a backfill of the first day scores with.
     import mlflow

@@ -78,3 +78,42 @@ def test_training_job_registers_gates_and_a_backfill_never_promotes(published_tr
     report = json.loads(read_file(store, PartitionRef("reports", "training", day), "summary.json"))
     assert report["version"] == "2" and report["mlflow_run_id"] == scheduled["mlflow_run_id"]
     assert day in list_partitions(store, "reports", "training")
+
+
+def test_profile_training_job_registers_its_own_model_and_gates_on_reconstruction_error(published_training):
+    from mlflow.tracking import MlflowClient
+
+    from include.preference.profiles import mean_profile_error
+    from include.preference.tasks import train_profile_model
+    from include.preference.training.profiles import customers_of
+
+    store, day = published_training
+    backfill = train_profile_model(day, run_id="backfill__1", backfill=True)
+    assert "skipped" not in backfill, backfill
+    assert backfill["model"].endswith("-profile") and backfill["version"] == "1"
+    assert not backfill["gate"]["promote"] and "backfill" in backfill["gate"]["reason"]
+    measured = backfill["holdout"]
+    print(f"profile job on the holdout: {measured}")
+    assert measured["reconstruction_error"] < measured["mean_profile_error"]
+    # The registered model, loaded here, gives the same figure on the holdout's customers (one row each).
+    holdout = customers_of(store, PartitionRef("training", "", dt.date.fromisoformat(backfill["holdout_anchor"])))
+    reference = customers_of(store, PartitionRef("training", "", dt.date.fromisoformat(backfill["anchors"][-1])))
+    assert measured["customers"] == len(holdout) == holdout["customer_id"].nunique()
+    again = mean_profile_error(load_model(f"models:/{backfill['model']}/1"), holdout, reference)
+    assert again["reconstruction_error"] == pytest.approx(measured["reconstruction_error"], rel=1e-5)
+
+    retried = train_profile_model(day, run_id="backfill__1", backfill=True)
+    assert retried["version"] == "1" and retried["workers"][0]["resumed_from_epoch"] == 3
+
+    scheduled = train_profile_model(day, run_id="scheduled__1", backfill=False)
+    assert scheduled["version"] == "2" and scheduled["gate"]["best_baseline"] == "mean_profile"
+    assert scheduled["gate"]["promote"] == (
+        scheduled["holdout"]["reconstruction_error"] < scheduled["holdout"]["mean_profile_error"]
+    )
+    assert scheduled["gate"]["promote"], scheduled["gate"]
+    client = MlflowClient()
+    assert client.get_model_version_by_alias(scheduled["model"], "champion").version == "2"
+    # The preference model's registry is untouched by the profile's versions.
+    assert not client.search_registered_models(f"name = '{scheduled['model'][: -len('-profile')]}'")
+    report = json.loads(read_file(store, PartitionRef("reports", "profile_training", day), "summary.json"))
+    assert report["version"] == "2" and report["gate"]["promote"]

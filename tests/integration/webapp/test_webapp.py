@@ -23,7 +23,9 @@ FEATURE_TABLES = ("customers", "products", "state_pairs", "state_customer_catego
 
 
 @pytest.fixture(scope="module")
-def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_factory) -> Iterator[dict[str, Any]]:
+def published(
+    training_sets, small_model, small_profile, s3_service, mlflow_service, tmp_path_factory
+) -> Iterator[dict[str, Any]]:
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -64,6 +66,12 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
         client = MlflowClient()
         client.set_model_version_tag(name, version.version, CHAMPION_SINCE, day.isoformat())
         client.set_registered_model_alias(name, CHAMPION, version.version)
+        # The customer profile autoencoder, champion of its own registered model.
+        with mlflow.start_run():
+            profile_info = mlflow.keras.log_model(load_model(small_profile), name="profile")
+        profile = mlflow.register_model(profile_info.model_uri, f"{name}-profile")
+        client.set_model_version_tag(f"{name}-profile", profile.version, CHAMPION_SINCE, day.isoformat())
+        client.set_registered_model_alias(f"{name}-profile", CHAMPION, profile.version)
         holdout = training_sets["frame"](day)
         metrics = holdout_scores(holdout, predict_frame(model, holdout), 10)
         baselines = baseline_scores(holdout, 10)
@@ -98,6 +106,7 @@ def published(training_sets, small_model, s3_service, mlflow_service, tmp_path_f
             tasks.compute_rfm(d, run_id="t")
             tasks.score_products(d, run_id="t")
             tasks.score_customers(d, run_id="t")
+            tasks.score_profiles(d, run_id="t")
             for entity in ("customers", "products"):
                 tasks.refresh_segments(d, entity, run_id="t")
                 tasks.assign_segments(d, entity, run_id="t")
@@ -163,6 +172,30 @@ def test_customer_lookup_returns_the_published_tier_segment_and_recommendations(
     # As of the first day: that day's outputs.
     earlier = api.get(f"/api/customers/{customer_id}", params={"date": published["day"].isoformat()}).json()
     assert earlier["recommendations_date"] == published["day"].isoformat()
+
+
+def test_customer_lookup_gives_the_nearest_customers_by_profile_and_the_reconstruction_error(published, api):
+    import numpy as np
+
+    day = published["next_day"]
+    profiles = read_table(published["store"], PartitionRef("scores", "customer_profiles", day)).to_pandas()
+    customer_id = sorted(profiles["customer_id"])[len(profiles) // 2]
+    body = api.get(f"/api/customers/{customer_id}").json()["profile"]
+    assert body["date"] == day.isoformat() and body["model_version"] == "1"
+    mine = profiles[profiles["customer_id"] == customer_id].iloc[0]
+    assert body["reconstruction_error"] == pytest.approx(float(mine["reconstruction_error"]), rel=1e-6)
+    errors = profiles["reconstruction_error"].to_numpy()
+    assert body["error_percentile"] == pytest.approx(float(np.mean(errors < mine["reconstruction_error"])))
+    # The five nearest others by Euclidean distance between published profiles, nearest first.
+    vectors = np.stack(profiles["profile"].to_numpy()).astype(np.float64)
+    distance = np.sqrt(np.square(vectors - np.asarray(mine["profile"], np.float64)).sum(axis=1))
+    others = profiles.assign(distance=distance)[profiles["customer_id"] != customer_id]
+    expected = others.sort_values(["distance", "customer_id"]).head(5)
+    assert [n["customer_id"] for n in body["neighbours"]] == expected["customer_id"].tolist()
+    np.testing.assert_allclose([n["distance"] for n in body["neighbours"]], expected["distance"], rtol=1e-5)
+    page = api.get(f"/ui/customers/{customer_id}").text
+    assert 'id="similar-customers"' in page and f'/ui/customers/{expected["customer_id"].iloc[0]}"' in page
+    assert f"Reconstruction error {body['reconstruction_error']:.3f}" in page
 
 
 def test_bad_input_gets_404_or_422_and_never_reaches_another_key(published, api):

@@ -17,6 +17,7 @@ challenger was compared, the new champion is scored on the challenger's holdout 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -183,8 +184,12 @@ def gate(
     day: dt.date | None = None,
     metric: str = GATE_METRIC,
     lower_is_better: bool = False,
+    canary: Callable[[str], str | None] | None = None,
 ) -> GateDecision:
     """Decide under the lock and move ``champion`` if the challenger wins; tag the version either way.
+
+    ``canary(version)``: run before the alias moves (e.g. :func:`fresh_process_canary`); a reason
+    it returns keeps the champion where it is and is recorded as the decision.
 
     ``score_champion(model_version)`` returns the champion's ``metric`` (recall@K unless told) on
     the challenger's holdout; ``lower_is_better`` for an error.
@@ -226,6 +231,11 @@ def gate(
                 metric=metric,
                 lower_is_better=lower_is_better,
             )
+            problem = canary(str(version)) if decision.promote and canary is not None else None
+            if problem:
+                decision = dataclasses.replace(
+                    decision, promote=False, reason=f"{decision.reason}, but the canary failed: {problem}"
+                )
         if decision.promote:
             if day is not None:
                 client.set_model_version_tag(name, version, CHAMPION_SINCE, day.isoformat())
@@ -234,6 +244,14 @@ def gate(
         client.set_model_version_tag(name, version, "gate_decision", json.dumps(decision.to_dict()))
     log.info("gate for %s v%s: %s (%s)", name, version, "promoted" if decision.promote else "kept", decision.reason)
     return decision
+
+
+def fresh_process_canary(name: str, tracking_uri: str | None = None) -> Callable[[str], str | None]:
+    """A gate canary: version -> None when ``models:/<name>/<version>`` loads and scores a batch in
+    a fresh Python process (:mod:`include.preference.canary`), else the reason it did not."""
+    from include.preference.canary import run_canary
+
+    return lambda version: run_canary(f"models:/{name}/{version}", tracking_uri)
 
 
 @dataclass(frozen=True)

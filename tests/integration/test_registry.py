@@ -172,11 +172,14 @@ def test_two_challengers_finishing_at_once_leave_the_better_one_as_champion(regi
     for thread in threads:
         thread.join(timeout=120)
     assert client.get_model_version_by_alias(name, CHAMPION).version == contenders[0].version
-    # Whichever went second compared itself with the champion the first one left.
-    assert sum(d.promote for d in decisions.values()) in (1, 2)
-    assert not decisions[contenders[1].version].promote or decisions[contenders[0].version].champion_version == (
-        contenders[1].version
-    )
+    # Whichever went second compared itself with the champion the first one left: the better one
+    # always wins; the lesser one wins only when it went first, and then the better one met it.
+    better, lesser = (decisions[c.version] for c in contenders)
+    assert better.promote
+    if lesser.promote:
+        assert (lesser.champion_version, better.champion_version) == (base.version, contenders[1].version)
+    else:
+        assert (better.champion_version, lesser.champion_version) == (base.version, contenders[0].version)
 
 
 # One promotion in a process of its own: waits for the start time, then runs the gate (the champion
@@ -258,3 +261,66 @@ def test_without_a_shared_lock_both_racers_promote(registry, tmp_path):
     require_namespaces()
     results = _race(registry, None, tmp_path)
     assert [r["promote"] for r in results] == [True, True], results
+
+
+def test_a_model_that_cannot_load_in_a_fresh_process_is_not_promoted(mlflow_service, monkeypatch, tmp_path):
+    """The canary loads the registered version from MLflow in a new Python process before the alias
+    moves: a model with a custom layer only the training process knows loads here, fails there, and
+    stays a challenger; the same model without that layer passes and is promoted."""
+    import keras
+    from mlflow.tracking import MlflowClient
+
+    from include.preference.registry import fresh_process_canary
+
+    for key, value in mlflow_service.client_env().items():
+        monkeypatch.setenv(key, value)
+
+    @keras.saving.register_keras_serializable(package="only_in_this_test_process")
+    class Doubled(keras.layers.Layer):
+        def call(self, inputs):
+            return inputs * 0.5
+
+    data = columns(32)
+    plain = build_model(feature_statistics(data))
+    custom = keras.Model(plain.input, Doubled(name="doubled")(plain.output))
+    name = f"canary-test-{tmp_path.name[-12:]}".replace("_", "-")
+    client = MlflowClient()
+
+    def register(model, key: str) -> str:
+        return log_training(
+            model,
+            name=name,
+            experiment=name,
+            run_key=key,
+            params={},
+            metrics={"recall_at_k": 0.5},
+            history=[],
+            manifests={},
+            plots=[],
+            input_example={k: v[:2].tolist() for k, v in data.items()},
+            tags={},
+        ).version
+
+    def run_gate(version: str):
+        return gate(
+            client,
+            name,
+            version,
+            0.5,
+            BASELINES,
+            lambda champion: 0.0,
+            backfill=False,
+            lock_dir=tmp_path / "locks",
+            canary=fresh_process_canary(name, mlflow_service.mlflow_uri),
+        )
+
+    broken = register(custom, "custom-layer")
+    assert load_model(f"models:/{name}/{broken}") is not None  # it loads in this process, which knows the layer
+    refused = run_gate(broken)
+    assert not refused.promote and "canary failed" in refused.reason and "Doubled" in refused.reason, refused
+    assert current_champion(client, name) is None
+    assert client.get_model_version(name, broken).tags["gate"] == "rejected"
+
+    fine = register(plain, "plain")
+    assert run_gate(fine).promote
+    assert current_champion(client, name).version == fine

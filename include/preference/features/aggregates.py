@@ -39,6 +39,7 @@ class Aggregate:
         all_time: measures also kept as all-time sums.
         last_days: state column -> measure that must be positive on that day (None: any row counts).
         first_day: keep the first day the key appeared.
+        first_days: state column -> measure that must be positive on that day (the earliest such day).
         drop_empty: drop keys whose window sums are all zero (state that only serves windows).
     """
 
@@ -49,6 +50,7 @@ class Aggregate:
     all_time: tuple[str, ...] = ()
     last_days: Mapping[str, str | None] = field(default_factory=dict)
     first_day: bool = False
+    first_days: Mapping[str, str] = field(default_factory=dict)
     drop_empty: bool = False
 
     @property
@@ -61,7 +63,7 @@ class Aggregate:
 
     @property
     def state_columns(self) -> list[str]:
-        days = [*self.last_days, *(["first_day"] if self.first_day else [])]
+        days = [*self.last_days, *(["first_day"] if self.first_day else []), *self.first_days]
         return [*self.keys, *self.window_columns, *self.all_time_columns, *days]
 
 
@@ -94,9 +96,11 @@ PRODUCTS = Aggregate(
 PAIRS = Aggregate(
     name="pairs",
     keys=("customer_id", "product_id"),
-    measures=("views", "carts", "purchases", "units", "orders"),
-    all_time=("views", "carts", "purchases", "units", "orders"),
+    # order_days: 1 on a day the customer ordered the product (its all-time sum: distinct order days).
+    measures=("views", "carts", "purchases", "units", "orders", "order_days"),
+    all_time=("views", "carts", "purchases", "units", "orders", "order_days"),
     last_days={"last_interaction_day": None, "last_order_day": "orders"},
+    first_days={"first_order_day": "orders"},
 )
 CUSTOMER_CATEGORIES = Aggregate(
     name="customer_categories",
@@ -199,7 +203,12 @@ def daily_aggregates(events: "DataFrame", orders: "DataFrame", products: "DataFr
     pair_orders = od.groupBy("customer_id", "product_id", DAY).agg(
         F.sum(F.col("quantity").cast("long")).alias("units"), F.countDistinct("order_id").cast("long").alias("orders")
     )
-    pairs = _zero_filled(pair_events.join(pair_orders, ["customer_id", "product_id", DAY], "full"), PAIRS)
+    pairs = _zero_filled(
+        pair_events.join(pair_orders, ["customer_id", "product_id", DAY], "full").withColumn(
+            "order_days", F.when(F.col("orders") > 0, F.lit(1)).otherwise(F.lit(0))
+        ),
+        PAIRS,
+    )
 
     catalogue = products.select("product_id", DAY, category_key(F.col("category_path")).alias("category"))
     categories = (
@@ -256,6 +265,11 @@ def _daily_as_delta(
     if aggregate.first_day:
         first = F.lit(None).cast("date") if only_window is not None else F.col(DAY).cast("date")
         columns.append(first.alias("first_day"))
+    for name, measure in aggregate.first_days.items():
+        if only_window is not None:
+            columns.append(F.lit(None).cast("date").alias(name))
+        else:
+            columns.append(F.when(F.col(measure) > 0, F.col(DAY)).cast("date").alias(name))
     return daily.select(*columns)
 
 
@@ -267,7 +281,7 @@ def union_all(frames: Sequence["DataFrame"]) -> "DataFrame":
 
 
 def fold(aggregate: Aggregate, contributions: Sequence["DataFrame"]) -> "DataFrame":
-    """Combine state-shaped rows by key: sums add, last days take the latest, first day the earliest."""
+    """Combine state-shaped rows by key: sums add, last days take the latest, first days the earliest."""
     from pyspark.sql import functions as F
 
     union = union_all(contributions)
@@ -275,6 +289,7 @@ def fold(aggregate: Aggregate, contributions: Sequence["DataFrame"]) -> "DataFra
     aggregations += [F.max(c).alias(c) for c in aggregate.last_days]
     if aggregate.first_day:
         aggregations.append(F.min("first_day").alias("first_day"))
+    aggregations += [F.min(c).alias(c) for c in aggregate.first_days]
     state = union.groupBy(*aggregate.keys).agg(*aggregations)
     if aggregate.drop_empty:
         state = state.where(" OR ".join(f"`{c}` != 0" for c in aggregate.window_columns))

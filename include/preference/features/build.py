@@ -328,13 +328,30 @@ def pair_features(
         F.col("top_category").alias("product_top_category"),
         _ratio(F.col(window), F.col("category_total")).alias("affinity"),
     )
+    # Each repeat-bought pair's mean interval between order days; its median per customer (over
+    # products) and per product (over customers): how regularly this customer, and this product's
+    # buyers, come back.
+    elapsed = F.datediff("last_order_day", "first_order_day").cast("double")
+    interval = F.try_divide(elapsed, (F.col("order_days_all") - 1).cast("double"))  # null below two days
+    repeated = pairs.where(F.col("order_days_all") >= 2).select("customer_id", "product_id", interval.alias("gap"))
+    customer_gap = repeated.groupBy("customer_id").agg(F.percentile_approx("gap", 0.5).alias("customer_gap"))
+    product_gap = repeated.groupBy("product_id").agg(F.percentile_approx("gap", 0.5).alias("product_gap"))
     joined = (
         candidates.select("customer_id", "product_id")
         .join(pairs, ["customer_id", "product_id"], "left")
+        .join(customer_gap, "customer_id", "left")
+        .join(product_gap, "product_id", "left")
         .join(products.select("product_id", "product_top_category", "product_price"), "product_id", "left")
         .join(customers.select("customer_id", "customer_view_price_90d"), "customer_id", "left")
         .join(affinity, ["customer_id", "product_top_category"], "left")
     )
+    since_order = F.datediff(F.lit(as_of), F.col("last_order_day")).cast("double")
+    own_gap = F.when(F.col("order_days_all") >= 2, interval)
+
+    def due(gap: "Column") -> "Column":
+        ratio = F.try_divide(since_order, gap)
+        return F.when(F.col("last_order_day").isNotNull() & (gap > 0), ratio).otherwise(F.lit(0.0))
+
     columns = {
         "pair_views": F.col("views_all"),
         "pair_carts": F.col("carts_all"),
@@ -347,6 +364,12 @@ def pair_features(
         "pair_price_ratio": F.when(
             F.col("customer_view_price_90d") > 0, F.col("product_price") / F.col("customer_view_price_90d")
         ).otherwise(F.lit(1.0)),
+        "pair_order_days": F.col("order_days_all"),
+        "pair_days_since_first_order": _days_since(F.col("first_order_day"), as_of),
+        "pair_repurchase_interval": F.coalesce(own_gap, F.lit(spec.NEVER_DAYS)),
+        "pair_repurchase_due": due(own_gap),
+        "pair_customer_repurchase_due": due(F.col("customer_gap")),
+        "pair_product_repurchase_due": due(F.col("product_gap")),
     }
     frame = joined.select("customer_id", "product_id", *(value.alias(name) for name, value in columns.items()))
     return _finish(frame, ["customer_id", "product_id"], spec.PAIR_FEATURES)

@@ -136,6 +136,33 @@ PAIR_FEATURES: tuple[Feature, ...] = (
     Feature("pair_has_ordered", "pair", "numeric", description="1 if this customer ever ordered it"),
     Feature("pair_category_affinity", "pair", "numeric", description="customer's 90-day share in its top category"),
     Feature("pair_price_ratio", "pair", "numeric", "log1p", "its price over the customer's mean viewed price"),
+    # Repurchase: how often and how regularly this customer buys this product again.
+    Feature("pair_order_days", "pair", "numeric", "log1p", "distinct days this customer ordered it"),
+    Feature("pair_days_since_first_order", "pair", "numeric", "log1p", "days since the first order (NEVER_DAYS)"),
+    Feature(
+        "pair_repurchase_interval",
+        "pair",
+        "numeric",
+        "log1p",
+        "mean days between its order days (NEVER_DAYS below two order days)",
+    ),
+    Feature(
+        "pair_repurchase_due", "pair", "numeric", "log1p", "days since its last order over that interval (0 if none)"
+    ),
+    Feature(
+        "pair_customer_repurchase_due",
+        "pair",
+        "numeric",
+        "log1p",
+        "days since its last order over the customer's median interval across products (0 if none)",
+    ),
+    Feature(
+        "pair_product_repurchase_due",
+        "pair",
+        "numeric",
+        "log1p",
+        "days since its last order over the product's median interval across customers (0 if none)",
+    ),
 )
 
 FEATURES: tuple[Feature, ...] = CUSTOMER_FEATURES + PRODUCT_FEATURES + PAIR_FEATURES

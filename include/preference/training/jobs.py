@@ -170,6 +170,7 @@ def run_training_job(
     from include.preference.registry import (
         DEFAULT_EXPERIMENT,
         current_champion,
+        fresh_process_canary,
         gate,
         log_training,
         model_name,
@@ -279,6 +280,7 @@ def run_training_job(
             lock_dir=settings.local_dir / "locks",
             lock_database_url=settings.lock_database_url,
             day=day,
+            canary=fresh_process_canary(name, settings.mlflow_tracking_uri),
         )
         champion = current_champion(client, name)
         summary = {

@@ -62,6 +62,7 @@ def run_profile_training_job(
         DEFAULT_EXPERIMENT,
         PROFILE_GATE_METRIC,
         current_champion,
+        fresh_process_canary,
         gate,
         log_training,
         profile_model_name,
@@ -154,6 +155,7 @@ def run_profile_training_job(
             day=day,
             metric=PROFILE_GATE_METRIC,
             lower_is_better=True,
+            canary=fresh_process_canary(name, settings.mlflow_tracking_uri),
         )
         champion = current_champion(client, name)
         summary = {

@@ -81,6 +81,69 @@ def test_features_match_an_independent_pandas_computation(chain):
     assert (products["product_top_category"].to_numpy() == top.reindex(products.index).to_numpy()).all()
 
 
+def test_repurchase_features_match_an_independent_pandas_computation(chain, spark):
+    """Order days, first order, the mean interval between order days and how due the next one is
+    (against the pair's own interval, the customer's median and the product's median), from the
+    validated orders up to the day."""
+    from include.preference.features.build import feature_ref, pair_features
+
+    lake, _, days, _ = chain
+    day = days[LAST]
+    orders = validated(lake, "orders", days[: LAST + 1])
+    orders["day"] = orders["order_time"].dt.date
+    per_pair = orders.groupby(["customer_id", "product_id"])["day"].agg(["min", "max", "nunique"]).reset_index()
+    per_pair["gap"] = [
+        (last - first).days / (n - 1) if n >= 2 else np.nan
+        for first, last, n in zip(per_pair["min"], per_pair["max"], per_pair["nunique"], strict=True)
+    ]
+    assert (per_pair["nunique"] >= 2).sum() > 20  # the synthetic world has repeat buyers
+
+    def lower_median(values: pd.Series) -> float:  # percentile_approx(0.5): the lower middle element
+        ordered = np.sort(values.dropna().to_numpy())
+        return float(ordered[int(np.ceil(0.5 * len(ordered))) - 1]) if len(ordered) else np.nan
+
+    customer_gap = per_pair.groupby("customer_id")["gap"].agg(lower_median)
+    product_gap = per_pair.groupby("product_id")["gap"].agg(lower_median)
+    never = pd.DataFrame({"customer_id": [per_pair["customer_id"].iloc[0]], "product_id": ["P-never-ordered"]})
+    candidates = pd.concat([per_pair[["customer_id", "product_id"]], never], ignore_index=True)
+
+    tables = {t: lake.need(spark, feature_ref(t, day), "the chain built it") for t in FEATURE_INPUTS}
+    computed = pair_features(
+        spark.createDataFrame(candidates),
+        tables["state_pairs"],
+        tables["state_customer_categories"],
+        tables["customers"],
+        tables["products"],
+        day,
+    ).toPandas()
+    got = candidates.merge(computed, on=["customer_id", "product_id"], how="left")
+    mine = got.iloc[: len(per_pair)]
+    since = np.array([(day - d).days for d in per_pair["max"]], dtype=float)
+
+    def due(gap: pd.Series | np.ndarray) -> np.ndarray:
+        gap = np.asarray(gap, dtype=float)
+        return np.where(np.isfinite(gap) & (gap > 0), since / np.where(gap > 0, gap, 1.0), 0.0)
+
+    np.testing.assert_array_equal(mine["pair_order_days"], per_pair["nunique"].to_numpy("float32"))
+    first = np.array([(day - d).days for d in per_pair["min"]], dtype="float32")
+    np.testing.assert_array_equal(mine["pair_days_since_first_order"], first)
+    expected_gap = per_pair["gap"].fillna(spec.NEVER_DAYS).to_numpy("float32")
+    np.testing.assert_allclose(mine["pair_repurchase_interval"], expected_gap, rtol=1e-6)
+    np.testing.assert_allclose(mine["pair_repurchase_due"], due(per_pair["gap"]), rtol=1e-5)
+    np.testing.assert_allclose(
+        mine["pair_customer_repurchase_due"], due(per_pair["customer_id"].map(customer_gap)), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        mine["pair_product_repurchase_due"], due(per_pair["product_id"].map(product_gap)), rtol=1e-5
+    )
+    unseen = got.iloc[-1]
+    assert unseen["pair_order_days"] == 0 and unseen["pair_repurchase_interval"] == spec.NEVER_DAYS
+    assert unseen["pair_repurchase_due"] == unseen["pair_customer_repurchase_due"] == 0.0
+
+
+FEATURE_INPUTS = ("state_pairs", "state_customer_categories", "customers", "products")
+
+
 def test_every_numeric_feature_is_finite_and_categoricals_are_filled(chain):
     lake, _, days, _ = chain
     for table, entity in (("customers", "customer"), ("products", "product")):

@@ -13,6 +13,7 @@ from include.preference.features import spec
 from include.preference.model import load_model, predict_frame
 from include.preference.storage import PartitionRef, list_partitions, read_file, read_table
 from include.preference.tasks import train_model
+from include.preference.training.jobs import baseline_scores, holdout_scores
 from tests.support.lake import publish_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -69,8 +70,17 @@ def test_training_job_registers_gates_and_a_backfill_never_promotes(published_tr
 
     scheduled = train_model(day, run_id="scheduled__1", backfill=False)
     assert scheduled["version"] == "2"
-    best_baseline = max(v["recall_at_k"] for v in scheduled["baselines"].values())
-    assert scheduled["gate"]["promote"] == (scheduled["holdout"]["recall_at_k"] > best_baseline)
+    # The gate judged what the registered model and the baselines score on the holdout, recomputed
+    # here from the model loaded from MLflow and the holdout read from S3.
+    frame = holdout.to_pandas()
+    registered = load_model(f"models:/{scheduled['model']}/2")
+    recall = holdout_scores(frame, predict_frame(registered, frame), scheduled["k"])["recall_at_k"]
+    baselines = {b: v["recall_at_k"] for b, v in baseline_scores(frame, scheduled["k"]).items()}
+    best = max(baselines, key=lambda b: baselines[b])
+    assert scheduled["gate"]["challenger"] == pytest.approx(recall, abs=1e-9)
+    assert (scheduled["gate"]["best_baseline"], scheduled["gate"]["baseline"]) == (best, pytest.approx(baselines[best]))
+    assert scheduled["gate"]["champion"] is None  # the backfill's version never became champion
+    assert scheduled["gate"]["promote"] == (recall > baselines[best])
     client = MlflowClient()
     name = scheduled["model"]
     assert client.get_model_version_by_alias(name, "challenger").version == "2"

@@ -98,6 +98,14 @@ FAIL_FAST = ExceptionRetryPolicy(
             description="For file sources: the file, or for 'mapped' the mapping file (a path on the worker, "
             "or an s3:// URI in the lake bucket). Empty for the synthetic source.",
         ),
+        "date_order": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "day_first", "month_first"],
+            description="For file sources whose numeric dates (03/04/2011) never pass 12, so the file cannot "
+            "tell: read them day first or month first. Empty: PREFERENCE_DATE_ORDER; a file that tells "
+            "must agree.",
+        ),
         # Generator settings: empty (null) takes the deployment's PREFERENCE_SYNTH_* setting, so
         # scheduled, triggered and backfill runs all generate the same world unless a run overrides.
         "seed": Param(
@@ -136,6 +144,7 @@ def marketplace_ingest_daily():
             source=params["source"],
             generator=generator,
             input_path=params["input_path"] or "",
+            date_order=params.get("date_order"),
         )
 
     @task

@@ -78,7 +78,11 @@ def _land(args: argparse.Namespace) -> int:
     os.environ.update({k: v for k, v in runtime_from_env().client_env().items() if k not in os.environ})
     # The DAG's task, as it runs in Airflow: a local path or an s3:// URI in the lake.
     result = tasks.land_raw_data(
-        dt.date.fromisoformat(args.date), run_id=args.run_id, source=source, input_path=input_path
+        dt.date.fromisoformat(args.date),
+        run_id=args.run_id,
+        source=source,
+        input_path=input_path,
+        date_order=args.date_order,
     )
     print(json.dumps(result, indent=2))
     return 0
@@ -167,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     inputs = land.add_mutually_exclusive_group()
     inputs.add_argument("--input", help="the file a file source reads (local path or s3:// URI)")
     inputs.add_argument("--mapping", help="a mapping file (YAML) of the mapped source; implies --source mapped")
+    land.add_argument(
+        "--date-order",
+        choices=["day_first", "month_first"],
+        help="how to read numeric dates (03/04/2011) in a file whose dates cannot tell "
+        "(default: PREFERENCE_DATE_ORDER)",
+    )
     land.add_argument("--run-id", default="manual__cli")
     land.set_defaults(func=_land)
 

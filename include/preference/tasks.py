@@ -53,6 +53,7 @@ def land_raw_data(
     source: str = "synthetic",
     generator: Mapping[str, Any] | None = None,
     input_path: str = "",
+    date_order: str | None = None,
 ) -> dict[str, Any]:
     """Land the raw partitions of ``date`` from ``source``.
 
@@ -62,10 +63,13 @@ def land_raw_data(
         source: ``synthetic`` or a file source (``online_retail``).
         generator: overrides of the synthetic generator's settings (seed, customers, ...).
         input_path: the file a file source reads: a local path, or an ``s3://`` URI in the lake.
+        date_order: ``day_first`` or ``month_first`` for a file whose numeric dates cannot tell
+            (``None``: ``PREFERENCE_DATE_ORDER``).
     """
 
     from include.preference.errors import ConfigError
     from include.preference.sources import FILE_SOURCES, SOURCES, land_file_day, land_synthetic_day
+    from include.preference.sources.files import dates_read_as
     from include.preference.sources.synthetic import SyntheticConfig
 
     settings = load_settings()
@@ -77,7 +81,8 @@ def land_raw_data(
             raise ConfigError(f"source {source!r} needs input_path (a local file or an s3:// URI)")
         # A mapping file names its data files relative to itself: fetch its folder with it.
         local = _local_input(store, input_path, settings.scratch_dir / "inputs", with_folder=source == "mapped")
-        tables = land_file_day(store, source, local, date, run_id=run_id, code_version=settings.code_version)
+        with dates_read_as(date_order):
+            tables = land_file_day(store, source, local, date, run_id=run_id, code_version=settings.code_version)
     else:
         config = SyntheticConfig.from_env(**dict(generator or {}))
         tables = land_synthetic_day(store, date, config, run_id=run_id, code_version=settings.code_version)

@@ -9,13 +9,16 @@ import hashlib
 import io
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
 
 from include.preference.errors import SourceFormatError
-from include.preference.validation.casting import DUPLICATE_OF, future_horizon, parse_timestamps
+from include.preference.validation.casting import DUPLICATE_OF, MALFORMED, future_horizon, parse_timestamps
 
 SOURCE_LINE = "_source_line"
 DAY = "_day"
@@ -101,6 +104,65 @@ def _check_layout(path: str, data: bytes, columns: tuple[str, ...]) -> None:
         )
 
 
+# More lines than this with more fields than the header is a file that was not written as CSV
+# (unquoted commas in a text column): refused. Up to it, each such line is quarantined (malformed_line).
+MALFORMED_LIMIT = 10
+MALFORMED_SHARE = 0.01
+FIELD_COUNT = re.compile(r"Expected \d+ fields in line \d+, saw \d+")
+
+
+def _parse(path: str, data: bytes) -> pd.DataFrame:
+    """The file's lines as text columns named by its header (stripped).
+
+    The header's width rules: a line with more fields than the header is never shifted or cut
+    silently (pandas would take a first column without a header name as the index). Such lines keep
+    the header's fields and carry ``_malformed`` (what was seen, the fields beyond the header), which
+    validation quarantines as malformed_line; too many of them refuse the file. Short lines get empty
+    fields, as the parser gives them."""
+    try:
+        # header=None: the first line's width is the file's, so any longer line is a ParserError.
+        table = pd.read_csv(
+            io.BytesIO(data),
+            header=None,
+            dtype=str,
+            keep_default_na=False,
+            encoding="utf-8-sig",
+            encoding_errors="replace",
+        )
+    except pd.errors.ParserError as error:
+        if not FIELD_COUNT.search(str(error)):
+            raise SourceFormatError(f"{path} is not a readable CSV file: {error}") from error
+        return _parse_with_malformed_lines(path, data)
+    except (UnicodeDecodeError, EOFError, OSError, ValueError) as error:
+        raise SourceFormatError(f"{path} is not a readable CSV file: {error}") from error
+    frame = table.iloc[1:].reset_index(drop=True)
+    frame.columns = [str(c).strip() for c in table.iloc[0]]
+    return frame
+
+
+def _parse_with_malformed_lines(path: str, data: bytes) -> pd.DataFrame:
+    """:func:`_parse` for a file with lines wider than its header (Python's csv reader, line by line)."""
+    text = data.decode("utf-8-sig", errors="replace")
+    rows = [row for row in csv.reader(io.StringIO(text, newline="")) if row]  # blank lines skipped, as pandas does
+    header, lines = rows[0], rows[1:]
+    width = len(header)
+    fields = [row[:width] + [""] * (width - len(row)) for row in lines]
+    marks: list[str | None] = [
+        f"{len(row)} fields, the header {width}; beyond it: {row[width:]!r}"[:1_000] if len(row) > width else None
+        for row in lines
+    ]
+    wide = [i for i, mark in enumerate(marks) if mark is not None]
+    if len(wide) > max(MALFORMED_LIMIT, MALFORMED_SHARE * len(lines)):
+        raise SourceFormatError(
+            f"{path}: malformed_file: {len(wide)} of {len(lines)} lines have more fields than the header's {width} "
+            f"(first: line {wide[0] + 2}, {len(lines[wide[0]])} fields); expected {width} comma-separated fields "
+            "per line, texts with commas in double quotes"
+        )
+    frame = pd.DataFrame(fields, columns=[name.strip() for name in header], dtype=object)
+    frame[MALFORMED] = pd.Series(marks, dtype="string")
+    return frame
+
+
 @lru_cache(maxsize=4)
 def _read_cached(
     path: str,
@@ -117,17 +179,7 @@ def _read_cached(
     # validation quarantines (bad_encoding) like any other undecodable byte.
     if b"\x00" in data:
         data = data.replace(b"\x00", "\ufffd".encode())
-    try:
-        frame = pd.read_csv(
-            io.BytesIO(data),
-            dtype=str,
-            keep_default_na=False,
-            encoding="utf-8-sig",
-            encoding_errors="replace",
-        )
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, ValueError) as error:
-        raise SourceFormatError(f"{path} is not a readable CSV file: {error}") from error
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame = _parse(path, data)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise SourceFormatError(
@@ -137,6 +189,8 @@ def _read_cached(
     if frame.empty:
         raise SourceFormatError(f"{path} holds a header and no lines: expected at least one line of data")
     frame[SOURCE_LINE] = range(2, len(frame) + 2)  # line numbers as in the file (header is line 1)
+    if MALFORMED not in frame:
+        frame[MALFORMED] = pd.Series(pd.NA, index=frame.index, dtype="string")
     if time_column is not None:
         times = frame[time_column].str.strip()
         if times.str.fullmatch(EPOCH_NUMBER).all():
@@ -211,12 +265,34 @@ NUMERIC_DATE = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{2,4})\b")
 DATE_ORDERS = ("day_first", "month_first")
 
 
+# A run's own date order (the DAG's date_order param, land --date-order), over the setting.
+_RUN_DATE_ORDER: ContextVar[str | None] = ContextVar("run_date_order", default=None)
+
+
 def configured_date_order() -> str | None:
-    """``PREFERENCE_DATE_ORDER``: ``day_first``, ``month_first`` or unset (``None``)."""
+    """The run's date order (:func:`dates_read_as`) or else ``PREFERENCE_DATE_ORDER``:
+    ``day_first``, ``month_first`` or unset (``None``)."""
+    run = _RUN_DATE_ORDER.get()
+    if run is not None:
+        return run
     setting = (os.environ.get("PREFERENCE_DATE_ORDER") or "").strip().lower() or None
     if setting is not None and setting not in DATE_ORDERS:
         raise SourceFormatError(f"PREFERENCE_DATE_ORDER must be day_first or month_first, not {setting!r}")
     return setting
+
+
+@contextmanager
+def dates_read_as(order: str | None) -> Iterator[None]:
+    """Within the block, files whose numeric dates cannot decide their order read them as ``order``
+    (``day_first`` or ``month_first``; ``None`` leaves it to ``PREFERENCE_DATE_ORDER``). A file that
+    decides its order must still agree."""
+    if order is not None and order not in DATE_ORDERS:
+        raise SourceFormatError(f"date_order must be day_first or month_first, not {order!r}")
+    token = _RUN_DATE_ORDER.set(order)
+    try:
+        yield
+    finally:
+        _RUN_DATE_ORDER.reset(token)
 
 
 def date_order(times: pd.Series, source: str, column: str, setting: str | None) -> str | None:
@@ -246,15 +322,15 @@ def date_order(times: pd.Series, source: str, column: str, setting: str | None) 
     if found is not None:
         if setting is not None and setting != found:
             raise SourceFormatError(
-                f"{source}: column {column} has its dates {found.replace('_', ' ')}, but PREFERENCE_DATE_ORDER "
-                f"says {setting}"
+                f"{source}: column {column} has its dates {found.replace('_', ' ')}, but the date order "
+                f"given (the run's date_order or PREFERENCE_DATE_ORDER) says {setting}"
             )
         return found
     if setting is None:
         raise SourceFormatError(
             f"{source}: ambiguous_dates: no date in column {column} tells whether the day or the month comes "
-            f"first ({len(parts)} dates such as {example!r}, no number above 12); set PREFERENCE_DATE_ORDER to "
-            "day_first or month_first"
+            f"first ({len(parts)} dates such as {example!r}, no number above 12); trigger with date_order "
+            "(land --date-order) or set PREFERENCE_DATE_ORDER to day_first or month_first"
         )
     return setting
 

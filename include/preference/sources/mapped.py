@@ -31,6 +31,7 @@ from include.preference.schema import TABLES
 from include.preference.sources.files import (
     DAY,
     DUPLICATE_OF,
+    MALFORMED,
     SOURCE_LINE,
     assign_days,
     configured_date_order,
@@ -173,6 +174,7 @@ def read_mapped(mapping: TableMapping) -> pd.DataFrame:
         frame[DUPLICATE_OF] = raw[DUPLICATE_OF].to_numpy()
     else:  # Parquet: rows repeating an earlier row in every column
         frame[DUPLICATE_OF] = duplicate_lines(raw, [c for c in raw.columns if c != SOURCE_LINE], "all").to_numpy()
+    frame[MALFORMED] = raw[MALFORMED].to_numpy() if MALFORMED in raw else pd.NA
     time_column = TABLES[mapping.table].time_column
     if time_column:
         assign_days(frame, time_column, str(mapping.file), configured_date_order())
@@ -181,7 +183,7 @@ def read_mapped(mapping: TableMapping) -> pd.DataFrame:
 
 def _canonical(frame: pd.DataFrame, table: str) -> pd.DataFrame:
     out = pd.DataFrame({c: frame.get(c) for c in TABLES[table].column_names}, index=frame.index)
-    for lineage in (SOURCE_LINE, DUPLICATE_OF):
+    for lineage in (SOURCE_LINE, DUPLICATE_OF, MALFORMED):
         if lineage in frame:
             out[lineage] = frame[lineage]
     return out.reset_index(drop=True)
@@ -228,7 +230,11 @@ def land_tables(mapping_path: Path, day: dt.date) -> tuple[dict[str, pd.DataFram
         tables["reviews"] = _canonical(pd.DataFrame(), "reviews")
 
     history = pd.concat(
-        [f.assign(_price=f.get("price", f.get("unit_price"))) for f in upto.values() if "product_id" in f],
+        [
+            f[f[MALFORMED].isna()].assign(_price=f.get("price", f.get("unit_price")))
+            for f in upto.values()
+            if "product_id" in f
+        ],
         ignore_index=True,
     )
     for name, key in (("products", "product_id"), ("customers", "customer_id")):

@@ -22,6 +22,7 @@ import pandas as pd
 from include.preference.sources.files import (
     DAY,
     DUPLICATE_OF,
+    MALFORMED,
     SOURCE_LINE,
     configured_date_order,
     day_tables,
@@ -94,6 +95,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "is_cancellation": is_cancellation.map({True: "true", False: "false"}),
             SOURCE_LINE: today[SOURCE_LINE],
             DUPLICATE_OF: today[DUPLICATE_OF],
+            MALFORMED: today[MALFORMED],
         }
     )
     purchases = today[~is_cancellation]
@@ -110,10 +112,11 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             "query": None,
             SOURCE_LINE: purchases[SOURCE_LINE],
             DUPLICATE_OF: purchases[DUPLICATE_OF],
+            MALFORMED: purchases[MALFORMED],
         }
     )
 
-    sold = upto
+    sold = upto[upto[MALFORMED].isna()]  # a malformed line's fields may sit in the wrong columns
     priced = sold[sold["_price"] > 0].groupby("_code")["UnitPrice"].last()
     described = sold[sold["_description"] != ""].groupby("_code")["_description"].last()
     first_seen = sold.groupby("_code")[DAY].min()
@@ -124,7 +127,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
     products["price"] = products["product_id"].map(priced).fillna("0")
     products["first_seen"] = products["product_id"].map(first_seen).astype(str)
 
-    known = upto[upto["_customer"] != ""]
+    known = sold[sold["_customer"] != ""]
     by_customer = known.groupby("_customer")
     customers = pd.DataFrame(
         {

@@ -15,6 +15,7 @@ import pandas as pd
 from include.preference.sources.files import (
     DAY,
     DUPLICATE_OF,
+    MALFORMED,
     SOURCE_LINE,
     conflicting_lines,
     day_tables,
@@ -45,12 +46,15 @@ IDENTITY = ["event_time", "event_type", "product_id", "user_id", "user_session"]
 def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict[str, object]]:
     """The raw tables for ``day`` and facts for the manifests."""
     events_in = read_text_csv(path, COLUMNS, "event_time")
-    upto = events_in[events_in[DAY] <= day]
+    # A malformed line's fields may sit in the wrong columns: it lands (to be quarantined) but no
+    # snapshot or conflict is made from it.
+    upto = events_in[(events_in[DAY] <= day) & events_in[MALFORMED].isna()]
     today = events_in[events_in[DAY] == day]
+    well_formed = today[today[MALFORMED].isna()]
     kind = today["event_type"].str.strip()
     mapped = kind.map(EVENT_TYPES).fillna(kind)
     in_basket = mapped.isin(["add_to_cart", "purchase"])
-    conflicts = conflicting_lines(today, IDENTITY, [c for c in COLUMNS if c not in IDENTITY])
+    conflicts = conflicting_lines(well_formed, IDENTITY, [c for c in COLUMNS if c not in IDENTITY]).reindex(today.index)
     events = pd.DataFrame(
         {
             # The event's identity from its content, whatever the file's name or the line's place in it.
@@ -66,6 +70,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             SOURCE_LINE: today[SOURCE_LINE],
             DUPLICATE_OF: today[DUPLICATE_OF],
             CONFLICTING: conflicts,
+            MALFORMED: today[MALFORMED],
         }
     )
     bought = today[mapped == "purchase"]
@@ -82,6 +87,7 @@ def land_tables(path: Path, day: dt.date) -> tuple[dict[str, pd.DataFrame], dict
             SOURCE_LINE: bought[SOURCE_LINE],
             DUPLICATE_OF: bought[DUPLICATE_OF],
             CONFLICTING: conflicts[bought.index],
+            MALFORMED: bought[MALFORMED],
         }
     )
     product_key = upto["product_id"].str.strip()

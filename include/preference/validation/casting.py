@@ -21,8 +21,12 @@ DUPLICATE_OF = "_duplicate_of"
 # Set by an importer on every line whose identity another line shares with different content (two
 # versions of one event: which is true is unknown); validation quarantines them all as conflicting_duplicate.
 CONFLICTING = "_conflicting"
-# The importers' marks on copies of another line, with the row rule each is quarantined under.
-COPY_MARKS = {DUPLICATE_OF: "duplicate_line", CONFLICTING: "conflicting_duplicate"}
+# Set by an importer on a line with more fields than the file's header (its fields were cut to the
+# header's; the mark says what was beyond): validation quarantines it as malformed_line.
+MALFORMED = "_malformed"
+# The importers' marks on lines that are no row of their own (a wider line than the header, a copy of
+# another line), with the row rule each is quarantined under; duplicate_keys judges only the rest.
+LINE_MARKS = {MALFORMED: "malformed_line", DUPLICATE_OF: "duplicate_line", CONFLICTING: "conflicting_duplicate"}
 # The logical day of each row when several days are validated together (``validate_days``).
 ROW_DAY = "_logical_day"
 # U+FFFD marks bytes that were not valid in the file's encoding; C0 controls never belong in text.
@@ -127,7 +131,7 @@ def cast_table(raw: pd.DataFrame, spec: TableSpec) -> CastResult:
     if missing:
         return result
     typed: dict[str, pd.Series] = {}
-    for mark, rule in COPY_MARKS.items():  # set by the importer on copies of another source line
+    for mark, rule in LINE_MARKS.items():  # set by the importer (a malformed line, a copy of another)
         if mark in raw:
             copy = raw[mark].notna().to_numpy(dtype=bool)
             if copy.any():

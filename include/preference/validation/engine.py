@@ -22,7 +22,7 @@ from include.preference.schema import TABLES
 
 if TYPE_CHECKING:
     import pyarrow as pa
-from include.preference.validation.casting import COPY_MARKS, ROW_DAY, ROW_ID, cast_table
+from include.preference.validation.casting import LINE_MARKS, ROW_DAY, ROW_ID, cast_table
 from include.preference.validation.rules import (
     DAY_LAST_SECONDS,
     KNOWN_CUSTOMER,
@@ -150,9 +150,9 @@ class DayValidation:
         }
 
 
-def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext, copies: np.ndarray | None = None) -> pd.DataFrame:
+def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext, marked: np.ndarray | None = None) -> pd.DataFrame:
     """Columns the expectations read: seconds into the day, normalised codes, orphan flags, the key
-    (null on ``copies``: rows already quarantined as repeats of another line).
+    (null on ``marked``: rows the importer marked, already quarantined as malformed or copies).
 
     With several days (``ROW_DAY`` present) each row is measured against its own day and the
     orphan checks look it up in its own day's catalogue (known keys are ``day|id``).
@@ -179,8 +179,8 @@ def _helpers(frame: pd.DataFrame, table: str, ctx: RuleContext, copies: np.ndarr
         out[KNOWN_CUSTOMER] = (known | out["customer_id"].isna()).astype(bool)
     parts = [out[column].astype("string") for column in (*spec.key, *((ROW_DAY,) if several else ()))]
     key = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
-    if copies is not None:
-        key = key.where(~copies)
+    if marked is not None:
+        key = key.where(~marked)
     out[TABLE_KEY] = key.astype(object).where(key.notna(), None)
     return out
 
@@ -389,11 +389,11 @@ def validate_table(table: str, raw: pd.DataFrame, ctx: RuleContext, suites: _Sui
     if outcome.blocking:
         return outcome
 
-    copies = np.zeros(len(cast.frame), dtype=bool)
-    for rule in COPY_MARKS.values():
+    marked = np.zeros(len(cast.frame), dtype=bool)
+    for rule in LINE_MARKS.values():
         if rule in cast.failures:
-            copies |= cast.failures[rule].to_numpy(dtype=bool)
-    frame = _helpers(cast.frame, table, ctx, copies)
+            marked |= cast.failures[rule].to_numpy(dtype=bool)
+    frame = _helpers(cast.frame, table, ctx, marked)
     rules = table_rules(spec, ctx, len(frame))
     results = suites.run(table, frame, rules, ctx.day)
 

@@ -24,11 +24,12 @@ PRODUCT_CODE = "_product_code"
 KNOWN_PRODUCT = "_known_product"
 KNOWN_CUSTOMER = "_known_customer"
 # The table's key as one value (with the row's day when several days are validated together), null on
-# rows already quarantined as copies (duplicate_line, conflicting_duplicate): duplicate_keys judges the rest.
+# rows the importer marked (malformed_line, duplicate_line, conflicting_duplicate): duplicate_keys judges the rest.
 TABLE_KEY = "_table_key"
 DAY_SECONDS = 86_400
 # Rules found while casting, before any expectation runs (priority order).
 PARSE_RULE_ORDER = (
+    "malformed_line",
     "duplicate_line",
     "conflicting_duplicate",
     "unparseable_timestamp",
@@ -244,6 +245,8 @@ def rule_catalogue() -> dict[str, str]:
         "volume_anomaly": "blocking: row count far outside the trailing days' range",
         "stale_data": "blocking: every row is older than the logical day",
         "truncated_day": "blocking: the day's data stops hours before it usually does",
+        "malformed_line": "row: a line with more fields than the file's header (an unquoted comma?); "
+        "kept cut to the header's fields, what was beyond it in _malformed",
         "duplicate_line": "row: an exact repeat of an earlier line of the file (the first copy is kept)",
         "conflicting_duplicate": "row: one event on several lines that disagree (every copy quarantined)",
         "unparseable_timestamp": "row: a time that cannot be read",

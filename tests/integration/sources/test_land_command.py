@@ -68,3 +68,27 @@ def test_the_command_refuses_what_it_cannot_land_with_a_message(lake_env, tmp_pa
     assert "Traceback" not in unsafe.stderr
     synthetic = land("--date", "2011-01-04", "--input", str(SAMPLE), home=tmp_path)
     assert synthetic.returncode != 0 and "--input needs a file source" in synthetic.stderr
+
+
+def test_a_file_whose_dates_cannot_tell_their_order_lands_with_the_run_s_date_order(lake_env, tmp_path):
+    header = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+    rows = [f"53636{i},8512{i},HEART,6,03/04/2011 08:2{i},2.55,17850.0,United Kingdom" for i in range(3)]
+    path = tmp_path / "ambiguous.csv"
+    path.write_text("\n".join([header, *rows]) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PREFERENCE_DATE_ORDER"}
+    refused = subprocess.run(
+        [sys.executable, "-m", "include.preference", "land", "--date", "2011-04-03", "--source", "online_retail"]
+        + ["--input", str(path)],
+        cwd=PROJECT_ROOT,
+        env={**env, "PREFERENCE_LOCAL_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode != 0 and "ambiguous_dates" in refused.stderr and "--date-order" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    args = ("--date", "2011-04-03", "--source", "online_retail", "--input", str(path), "--date-order", "day_first")
+    done = land(*args, home=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = read_manifest(lake_env, PartitionRef("raw", "orders", pd.Timestamp("2011-04-03").date()))
+    assert manifest is not None and manifest.row_count == 3

@@ -150,3 +150,17 @@ def test_exact_repeated_lines_of_a_drop_are_marked_and_the_first_kept(tmp_path):
     assert orders[DUPLICATE_OF].iloc[3] == 3  # the copy names the first line (line 3 of the file)
     # Purchase events derived from the orders carry the mark too.
     assert tables["events"][DUPLICATE_OF].notna().sum() == 1
+
+
+def test_a_wider_line_of_a_drop_is_marked_carried_to_derived_events_and_left_out_of_snapshots(tmp_path):
+    from include.preference.sources.files import MALFORMED
+
+    wide = ORDERS_CSV.replace(
+        "A-2,2,2024-02-03T10:00:00Z,u1,sku-1,1,9.49,no", "A-2,2,2024-02-03T10:00:00Z,u9,sku-9,1,9.49,no,x"
+    )
+    tables, _ = land_tables(drop(tmp_path, orders=wide), DAY)
+    orders = tables["orders"]
+    assert orders[MALFORMED].notna().tolist() == [False, True, False]
+    assert "9 fields, the header 8" in orders[MALFORMED].iloc[1]
+    assert tables["events"][MALFORMED].notna().sum() == 1
+    assert "sku-9" not in set(tables["products"]["product_id"]) and "u9" not in set(tables["customers"]["customer_id"])

@@ -126,7 +126,7 @@ def test_both_date_orders_in_one_file_or_a_contradicting_setting_are_refused(tmp
     with pytest.raises(SourceFormatError, match="mixed_date_order"):
         read_invoices(write(tmp_path, lines_with(rows=rows), name="mixed.csv"))
     monkeypatch.setenv("PREFERENCE_DATE_ORDER", "month_first")
-    with pytest.raises(SourceFormatError, match="dates day first, but PREFERENCE_DATE_ORDER says month_first"):
+    with pytest.raises(SourceFormatError, match="dates day first, but the date order given .* says month_first"):
         read_invoices(write(tmp_path, lines_with(rows=rows[:1]), name="contradicts.csv"))
 
 
@@ -210,3 +210,62 @@ def test_a_time_in_the_future_lands_on_the_files_last_day_to_be_quarantined(tmp_
     result = validate_day(dt.date(2010, 12, 2), tables, None)
     assert result.tables["orders"].by_rule.get("future_timestamp") == 1
     assert result.tables["orders"].rows_in == 2
+
+
+def test_a_line_wider_than_the_header_is_quarantined_whole_and_never_shifts_the_others(tmp_path):
+    from include.preference.sources.files import MALFORMED
+    from include.preference.validation import validate_day
+
+    # An unquoted comma inside a description: ten fields under an eight-field header.
+    wide = LINES[1].replace("WHITE METAL LANTERN", "WHITE, METAL, LANTERN")
+    tables, facts = land_tables(write(tmp_path, lines_with(rows=[LINES[0], wide, *LINES[2:]]), name="wide.csv"), DAY)
+    orders = tables["orders"]
+    assert facts["lines_landed"] == 3 and len(orders) == 3
+    assert orders[MALFORMED].notna().tolist() == [False, True, False]
+    assert "10 fields, the header 8" in orders[MALFORMED].iloc[1] and "United Kingdom" in orders[MALFORMED].iloc[1]
+    clean = clean_orders(tmp_path)
+    assert orders.iloc[[0, 2]]["product_id"].tolist() == clean.iloc[[0, 2]]["product_id"].tolist()
+    # No snapshot takes a shifted field for a product or a customer.
+    assert set(tables["products"]["product_id"]) == {"85123A", "D"}
+    result = validate_day(DAY, tables, None)
+    checked = result.tables["orders"]
+    counted = {rule: n for rule, n in checked.by_rule.items() if n}
+    assert checked.rows_in == 3 and counted == {"malformed_line": 1, "cancellation": 1}, counted
+    quarantined = checked.quarantine[checked.quarantine["rule"] == "malformed_line"]
+    assert quarantined["_source_line"].astype(int).tolist() == [3]
+
+
+def test_every_line_wider_than_the_header_is_never_read_with_a_column_taken_for_the_index(tmp_path):
+    # Each line with one field more than the header: pandas alone would take the first as the row
+    # index and shift every value one column left, silently.
+    rows = [line + ",extra" for line in LINES] * 4
+    with pytest.raises(SourceFormatError, match=r"malformed_file: 16 of 16 lines have more fields than the header's 8"):
+        read_invoices(write(tmp_path, lines_with(rows=rows), name="shifted.csv"))
+
+
+def test_a_line_shorter_than_the_header_gets_empty_fields_and_is_quarantined_for_what_it_lacks(tmp_path):
+    from include.preference.validation import validate_day
+
+    tables, _ = land_tables(write(tmp_path, lines_with(rows=[LINES[0], "536365,71053,WHITE"]), name="short.csv"), DAY)
+    assert tables["orders"]["quantity"].tolist() == ["6", ""]
+    checked = validate_day(DAY, tables, None).tables["orders"]
+    assert checked.rows_in == 2 and {rule: n for rule, n in checked.by_rule.items() if n} == {"missing_required": 1}
+
+
+def test_a_run_s_date_order_reads_a_file_that_cannot_tell_and_must_agree_with_one_that_can(tmp_path, monkeypatch):
+    from include.preference.sources.files import dates_read_as
+
+    monkeypatch.delenv("PREFERENCE_DATE_ORDER", raising=False)
+    rows = [line.replace("2010-12-01", "03/04/2011") for line in LINES[:2]]
+    ambiguous = write(tmp_path, lines_with(rows=rows), name="ambiguous.csv")
+    with pytest.raises(SourceFormatError, match="ambiguous_dates.*date_order"):
+        read_invoices(ambiguous)
+    with dates_read_as("day_first"):
+        assert set(read_invoices(ambiguous)["_day"]) == {dt.date(2011, 4, 3)}
+    with dates_read_as("month_first"):
+        assert set(read_invoices(ambiguous)["_day"]) == {dt.date(2011, 3, 4)}
+    telling = write(tmp_path, lines_with(rows=[line.replace("2010-12-01", "25/04/2011") for line in LINES[:2]]))
+    with dates_read_as("month_first"), pytest.raises(SourceFormatError, match="day first, but the date order given"):
+        read_invoices(telling)
+    with pytest.raises(SourceFormatError, match="date_order must be day_first or month_first"), dates_read_as("ydm"):
+        pass

@@ -148,6 +148,7 @@ QUARANTINE_CASES = [
     ("absurd_price", "events", set_rows("price", "1e12", rows=(0,), where=purchases), "implausible_value", 1),
     ("bad_encoding", "events", set_rows("session_id", "S\ufffd\ufffd-1", rows=(0, 1)), "bad_encoding", 2),
     ("control_characters", "events", set_rows("customer_id", "C00\x0001", rows=(0,)), "bad_encoding", 1),
+    ("bell_and_escape", "events", set_rows("session_id", "S\x07\x1b[31m-1", rows=(0, 2)), "bad_encoding", 2),
     ("future_time", "events", set_rows("event_time", "2099-05-14T10:00:00Z", rows=(0, 1)), "future_timestamp", 2),
     ("markup_in_id", "events", set_rows("session_id", "<script>x</script>", rows=(0, 1)), "invalid_id", 2),
     ("quote_in_id", "orders", set_rows("order_id", 'O"1', rows=(0,)), "invalid_id", 1),

@@ -46,6 +46,7 @@ def test_every_rule_and_setting_the_table_names_exists():
 def test_every_row_rule_a_corrupted_line_can_break_is_in_the_table():
     table = "\n".join(outcomes_table())
     for rule in (
+        "malformed_line",
         "duplicate_line",
         "conflicting_duplicate",
         "future_timestamp",

@@ -9,6 +9,9 @@ INSTALLED := $(VENV)/.installed
 SPARK_ARCHIVE := .local/jvm/spark-driver.jsa
 # Spark's S3 connector: hadoop-aws and the AWS SDK bundle, pinned and checksummed (include/preference/jars.py).
 SPARK_JARS := .local/jars/.fetched
+# The pages' scripts and styles (Swagger UI, Data Docs' Bootstrap, jQuery, Vega...): pinned npm tarballs,
+# sha512-checked, served by the plugin instead of CDNs (include/preference/webassets.py).
+WEB_ASSETS := .local/web/.fetched
 PYTEST_ARGS ?=
 # Test processes: one per core, at most 4 (pytest-xdist), whole modules each (see tests/conftest.py); TEST_PROCESSES= runs one.
 TEST_PROCESSES ?= -n auto --maxprocesses 4 --dist loadfile
@@ -43,7 +46,11 @@ $(SPARK_ARCHIVE): $(INSTALLED) $(SPARK_JARS)
 	$(PY) -m include.preference.spark archive $(SPARK_ARCHIVE) > $(SPARK_ARCHIVE).log 2>&1 || \
 	  { tail -20 $(SPARK_ARCHIVE).log; exit 1; }
 
-install: $(INSTALLED) $(SPARK_JARS) $(SPARK_ARCHIVE)
+$(WEB_ASSETS): $(INSTALLED) include/preference/webassets.py
+	$(PY) -m include.preference.webassets fetch
+	touch $(WEB_ASSETS)
+
+install: $(INSTALLED) $(SPARK_JARS) $(SPARK_ARCHIVE) $(WEB_ASSETS)
 
 # The browser test drives Debian's Chromium through its ChromeDriver; installed when missing.
 browser:

@@ -46,7 +46,10 @@ def migration_heatmap(
     ax.set_xticks(range(len(labels_to)), labels_to, rotation=45)
     ax.set_yticks(range(len(labels_from)), labels_from)
     for (i, j), value in np.ndenumerate(counts):
-        ax.text(j, i, str(int(value)), ha="center", va="center", color="white", fontsize="x-small")
+        # Dark numbers on the light end of the scale, white on the dark end: readable on every cell.
+        red, green, blue, _ = image.cmap(image.norm(np.log1p(value)))
+        ink = "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+        ax.text(j, i, str(int(value)), ha="center", va="center", color=ink, fontsize="small")
     ax.set(title=title, xlabel="today", ylabel="previous day")
     fig.colorbar(image, ax=ax, label="log(1 + members)")
     return save_figure(fig, path, plt)

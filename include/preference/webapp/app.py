@@ -10,19 +10,22 @@ Mounted by ``plugins/customer_preference.py`` in Airflow's API server under ``/p
 * ``api/value-tiers``, ``api/model`` (the champion's holdout metrics against the baselines),
   ``api/runs/{date}`` (links to the day's validation Data Docs and MLflow training run);
 * ``plots/{kind}/{entity}.png`` and ``data-docs/{date}/{path}``: published files, served only
-  when a partition manifest lists them;
+  when a partition manifest lists them; Data Docs pages load their scripts and styles from
+  ``assets/`` (pinned copies, see :mod:`include.preference.webassets`), never from a CDN;
+* ``docs``: Swagger UI over ``openapi.json``, from ``assets/`` too (it works without internet);
 * ``ui/`` (dashboard) and ``ui/customers/{customer_id}`` (customer page), HTML with every string
   from the data escaped.
 
 Airflow does not authenticate plugin apps: every route here depends on Airflow's own ``get_user``
 (the UI's ``_token`` cookie or an ``Authorization: Bearer`` token from ``/auth/token``), so an
-anonymous call gets 401. The OpenAPI description is at ``openapi.json`` (``docs`` renders it).
+anonymous call gets 401.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import mimetypes
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -30,8 +33,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from include.preference import webassets
 from include.preference.webapp.outputs import CUSTOMER_ID, PLOTS, File, Outputs
 
 log = logging.getLogger(__name__)
@@ -72,10 +77,12 @@ def default_outputs() -> Outputs:
 def _environment() -> Any:
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    return Environment(
+    environment = Environment(
         loader=FileSystemLoader(str(TEMPLATES)),
         autoescape=select_autoescape(["html"], default_for_string=True, default=True),
     )
+    environment.globals["reasons"] = REASONS
+    return environment
 
 
 def render(template: str, **context: Any) -> str:
@@ -89,6 +96,13 @@ def _base(request: Request) -> str:
 
 
 ID_EXAMPLE = "17850"
+# Why a product is among a customer's candidates (retrieval's source), in words.
+REASONS = {
+    "buy_again": "bought it before",
+    "embedding_neighbours": "similar to what they bought",
+    "category_popular": "popular in a category they buy from",
+    "popular": "popular with everyone",
+}
 
 
 def _malformed_id_page(request: Request, given: str) -> HTMLResponse:
@@ -121,6 +135,9 @@ def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
         version="1",
         description="Customers, segments, value tiers and the champion model, from the published outputs.",
         dependencies=[Depends(airflow_user)],
+        # Swagger UI from this app's own assets (FastAPI's default loads it from a CDN); no ReDoc.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.outputs_factory = outputs
     app.state.outputs = None
@@ -161,22 +178,56 @@ def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
         return _file_response(store.plot(kind, entity, day), f"plot {kind} of {entity}")
 
     @app.get("/data-docs/{day}/{path:path}", tags=["files"], summary="The day's validation Data Docs")
-    def data_docs(day: dt.date, path: str, store: Lake) -> Response:
-        return _file_response(store.data_docs(day, path), f"Data Docs file {path!r} of {day}")
+    def data_docs(request: Request, day: dt.date, path: str, store: Lake) -> Response:
+        found = store.data_docs(day, path)
+        if found is not None and found.media_type == "text/html":
+            # The page's CDN scripts and styles come from this app: Data Docs work without internet.
+            page = webassets.offline_html(found.content.decode("utf-8"), _base(request))
+            return HTMLResponse(page)
+        return _file_response(found, f"Data Docs file {path!r} of {day}")
+
+    @app.get("/assets/{path:path}", include_in_schema=False)
+    def asset(path: str) -> Response:
+        found = webassets.asset_file(path)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"asset {path!r} is not served (make install fetches them)")
+        media_type = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
+        # Versioned paths: a file never changes under its name.
+        return Response(found.read_bytes(), media_type=media_type, headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/docs", include_in_schema=False)
+    def docs(request: Request) -> HTMLResponse:
+        base = _base(request)
+        files = {name: f"{base}/assets/{path}" for name, path in webassets.SWAGGER_FILES.items()}
+        return get_swagger_ui_html(
+            openapi_url=f"{base}/openapi.json",
+            title="Customer preference API",
+            swagger_js_url=files["swagger-ui-bundle.js"],
+            swagger_css_url=files["swagger-ui.css"],
+            swagger_favicon_url=files["favicon-32x32.png"],
+        )
 
     @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, store: Lake) -> str:
         history = {entity: store.segment_history(entity) for entity in ("customers", "products")}
+        # Every recent day something was published for: validated (Data Docs), trained, scored, segmented.
         days = sorted(
-            {d for d in store.dates("segments", "customers")} | {d for d in store.dates("scores", "recommendations")}
+            set(store.dates("reports", "validation"))
+            | set(store.dates("reports", "training"))
+            | set(store.dates("segments", "customers"))
+            | set(store.dates("scores", "recommendations"))
         )
+        tiers = store.value_tiers()
+        same_day = [h for h in history["customers"] if tiers and h["date"] == tiers["date"]]
+        segmented = sum(c["count"] for c in same_day[0]["clusters"]) if same_day else None
         return render(
             "dashboard.html",
             champion=store.champion(),
             history=history,
             migration={entity: store.migration(entity) for entity in history},
-            tiers=store.value_tiers(),
-            runs=[store.run_links(d) for d in reversed(days[-7:])],
+            tiers=tiers,
+            segmented=segmented,
+            runs=[store.run_links(d) for d in reversed(days[-14:])],
             plots=PLOTS,
             base=_base(request),
         )

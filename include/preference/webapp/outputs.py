@@ -116,6 +116,8 @@ class Outputs:
                 "recency_days": float(row["recency"]),
                 "frequency": float(row["frequency"]),
                 "monetary": float(row["monetary"]),
+                # Each dimension's score, 0 (worst cluster) to 1 (best); rfm_score is their sum.
+                "scores": {name: float(row[f"{name}_score"]) for name in ("recency", "frequency", "monetary")},
                 "date": tier_day.isoformat(),
             }
         seg_day, rows = self._customer_rows("segments", "customers", customer_id, day)

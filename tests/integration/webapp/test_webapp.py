@@ -9,12 +9,14 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from include.preference import tasks
-from include.preference.storage import PartitionRef, read_table
+from include.preference.storage import PartitionRef, list_partitions, read_table
 from tests.support.lake import publish_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -305,6 +307,39 @@ def test_strings_from_the_data_are_escaped_in_pages():
     assert "<script>" not in page and page.count("&lt;script&gt;") == 5
 
 
+@pytest.mark.unit
+def test_a_customer_page_for_a_date_without_scores_says_so_and_every_reason_has_words():
+    from include.preference.scoring.batch import SOURCES
+    from include.preference.webapp.app import REASONS, render
+
+    assert set(REASONS) == set(SOURCES)
+    customer = {"customer_id": "C1", "value_tier": None, "segment": None, "recommendations": [], "profile": None}
+    page = render("customer.html", customer_id="C1", base="/p", customer=customer, day=dt.date(2025, 1, 3))
+    assert 'id="no-recommendations"' in page and "as of 2025-01-03" in page and "Top 0" not in page
+    assert 'href="/p/ui/customers/C1">latest</a>' in page and 'value="2025-01-03"' in page
+
+
+def test_the_customer_page_explains_its_numbers_in_words(published, api):
+    from include.preference.webapp.app import REASONS
+
+    recommendations = read_table(published["store"], PartitionRef("scores", "recommendations", published["next_day"]))
+    customer_id = recommendations["customer_id"][0].as_py()
+    body = api.get(f"/api/customers/{customer_id}").json()
+    page = api.get(f"/ui/customers/{customer_id}").text
+    tier = body["value_tier"]
+    assert tier is not None and set(tier["scores"]) == {"recency", "frequency", "monetary"}
+    assert sum(tier["scores"].values()) == pytest.approx(tier["rfm_score"])
+    assert f'id="rfm-recency">{tier["recency_days"]:.0f}<' in page
+    assert f'id="rfm-frequency">{tier["frequency"]:.0f}<' in page
+    assert f'id="rfm-monetary">{tier["monetary"]:.2f}<' in page
+    assert "of 3: low below 1, mid below 2, high from 2" in page
+    assert "L1" not in page and "distance from the segment's centre" in page
+    for row in body["recommendations"]:
+        assert REASONS[row["source"]] in page
+    assert "embedding_neighbours" not in page and "buy_again" not in page
+    assert 'type="date" name="date"' in page
+
+
 @pytest.fixture(scope="module")
 def airflow(published) -> Iterator[Any]:
     """Airflow's real API server (standalone) on the published bucket, with the plugin loaded."""
@@ -333,6 +368,36 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return error.code, error.read()
 
 
+def test_the_dashboard_fits_segments_as_rows_lists_every_recent_day_and_says_why_tiers_count_fewer(published, api):
+    page = api.get("/ui").text
+    history = api.get("/api/segments/customers").json()["history"]
+    table = re.search(r'<table class="history" id="history-customers">(.*?)</table>', page, re.S)
+    assert table is not None
+    header = re.findall(r"<th>(\d{4}-\d{2}-\d{2})</th>", table.group(1))
+    assert header == [h["date"] for h in reversed(history)][:7]
+    rows = re.findall(r"segment (-?\d+)</td>", table.group(1))
+    assert rows == [str(c["cluster_id"]) for c in history[-1]["clusters"]]
+    assert len(history) > 1 and "/plots/sizes/customers.png" in page and 'id="one-day-customers"' not in page
+    store = published["store"]
+    published_days = set()
+    for layer, table_name in (
+        ("reports", "validation"),
+        ("reports", "training"),
+        ("segments", "customers"),
+        ("scores", "recommendations"),
+    ):
+        published_days |= {d.isoformat() for d in list_partitions(store, layer, table_name)}
+    runs = re.search(r'<h2 id="runs">.*?</table>', page, re.S)
+    assert runs is not None
+    assert set(re.findall(r'<td class="text">(\d{4}-\d{2}-\d{2})</td>', runs.group(0))) == published_days
+    tiers = api.get("/api/value-tiers").json()
+    same_day = next(h for h in history if h["date"] == tiers["date"])
+    note = re.search(r'<p class="muted" id="tiers-note">(.*?)</p>', page, re.S)
+    assert note is not None
+    assert f"{sum(tiers['tiers'].values())} customers who have ordered" in note.group(1)
+    assert f"all\n{sum(c['count'] for c in same_day['clusters'])} customers with a taste vector" in note.group(1)
+
+
 def test_airflow_serves_the_plugin_only_to_authenticated_callers(published, airflow):
     from include.preference.airflow_client import AirflowClient
     from include.preference.services import ADMIN_USER
@@ -349,23 +414,29 @@ def test_airflow_serves_the_plugin_only_to_authenticated_callers(published, airf
     assert status == 200 and "customer_preference" in body.decode()
 
 
-def test_browser_logs_in_and_reads_the_dashboard_and_a_customer(published, airflow):
-    """Headless Chromium (Debian's, through chromedriver): log in to Airflow, open the plugin's
-    view from Airflow's navigation, then a customer's page; screenshots are kept."""
+SHOTS = Path(__file__).resolve().parents[3] / ".local" / "test-artifacts"
+
+
+@contextmanager
+def logged_in_browser(airflow, *, offline: bool = False) -> Iterator[tuple[Any, Any]]:
+    """Headless Chromium (Debian's, through chromedriver) logged in to Airflow: (driver, wait).
+
+    ``offline``: no host name but localhost resolves (as on a machine without internet)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from include.preference.services import ADMIN_USER, PROJECT_ROOT
+    from include.preference.services import ADMIN_USER
 
-    shots = PROJECT_ROOT / ".local" / "test-artifacts"
-    shots.mkdir(parents=True, exist_ok=True)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
         options.add_argument(argument)
+    if offline:
+        options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost")
     driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
     wait = WebDriverWait(driver, 60)
     try:
@@ -374,7 +445,18 @@ def test_browser_logs_in_and_reads_the_dashboard_and_a_customer(published, airfl
         driver.find_element(By.NAME, "password").send_keys(airflow.admin_password)
         driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
         wait.until(lambda d: any(c["name"] == "_token" for c in d.get_cookies()))
+        yield driver, wait
+    finally:
+        driver.quit()
 
+
+def test_browser_logs_in_and_reads_the_dashboard_and_a_customer(published, airflow):
+    """Open the plugin's view from Airflow's navigation, then a customer's page; screenshots are kept."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+
+    shots = SHOTS
+    with logged_in_browser(airflow) as (driver, wait):
         # The plugin's entry in Airflow's UI: the dashboard inside Airflow's page.
         driver.get(f"{airflow.airflow_url}/plugin/customer-preference")
         frame = wait.until(ec.presence_of_element_located((By.TAG_NAME, "iframe")))
@@ -405,7 +487,76 @@ def test_browser_logs_in_and_reads_the_dashboard_and_a_customer(published, airfl
         first = expected[expected["customer_id"] == customer_id].sort_values("rank")["product_id"].iloc[0]
         assert titles[first] in rows[1].text
         driver.save_screenshot(str(shots / "customer.png"))
-    finally:
-        driver.quit()
     assert (shots / "dashboard.png").stat().st_size > 10_000
     print(f"screenshots: {shots}/dashboard.png, {shots}/customer.png")
+
+
+def _local_assets(page: str) -> list[str]:
+    return re.findall(r'<(?:script|link)\b[^>]*\b(?:src|href)="(/[^"]+)"', page)
+
+
+def test_the_api_docs_and_the_data_docs_load_only_assets_this_app_serves(published, api):
+    from include.preference.webassets import external_assets
+
+    docs = api.get("/docs")
+    assert docs.status_code == 200 and "SwaggerUIBundle" in docs.text
+    day = published["day"].isoformat()
+    index = api.get(f"/data-docs/{day}/index.html")
+    assert index.status_code == 200 and "jquery" in index.text
+    # The index's table rows link their pages from its script's data (_table_row_link_path).
+    validation_pages = sorted(set(re.findall(r'(validations/[^"\\]+?\.html)', index.text)))
+    assert validation_pages, "the index links no validation result"
+    page = api.get(f"/data-docs/{day}/{validation_pages[0]}")
+    assert page.status_code == 200
+    for text in (docs.text, index.text, page.text):
+        assert external_assets(text) == []
+        assets = _local_assets(text)
+        assert any("/assets/" in a for a in assets)
+        for asset in assets:
+            answer = api.get(asset)
+            assert answer.status_code == 200 and len(answer.content) > 100, asset
+    assert api.get("/assets/jquery@3.7.1/package.json").status_code == 404
+    assert api.get("/assets/..%2F..%2Fpyproject.toml").status_code == 404
+
+
+def test_the_api_docs_and_the_data_docs_render_without_internet(published, airflow):
+    """Chromium with no host name resolving: Swagger UI lists the API's operations, and the Data
+    Docs page runs its scripts and applies its styles, every request answered by 127.0.0.1."""
+    from selenium.webdriver.common.by import By
+
+    base = f"{airflow.airflow_url}/preference"
+    api_paths = published_openapi_paths()
+    with logged_in_browser(airflow, offline=True) as (driver, wait):
+        driver.get(f"{base}/docs")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".opblock")) >= len(api_paths))
+        shown = {e.get_attribute("data-path") for e in driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+        assert set(api_paths) <= shown, (api_paths, shown)
+        driver.save_screenshot(str(SHOTS / "api-docs.png"))
+        docs_requests = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+
+        driver.get(f"{base}/data-docs/{published['day'].isoformat()}/index.html")
+        wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+        scripts = driver.execute_script(
+            "return [typeof jQuery, typeof jQuery.fn.bootstrapTable, typeof jQuery.fn.tooltip, typeof vegaEmbed]"
+        )
+        assert scripts == ["function"] * 4, scripts
+        sheets = driver.execute_script(
+            "return Array.from(document.styleSheets).filter(s => s.href).map(s => [s.href, s.cssRules.length])"
+        )
+        assert sheets and all(rules > 0 for _, rules in sheets), sheets
+        # Bootstrap's utilities apply (without its stylesheet a div is a block).
+        display = driver.execute_script(
+            "const e = document.createElement('div'); e.className = 'd-flex'; document.body.appendChild(e);"
+            "const shown = getComputedStyle(e).display; e.remove(); return shown"
+        )
+        assert display == "flex", display
+        driver.save_screenshot(str(SHOTS / "data-docs.png"))
+        docs_requests += driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    outside = [url for url in docs_requests if not url.startswith(airflow.airflow_url)]
+    assert not outside, outside
+
+
+def published_openapi_paths() -> list[str]:
+    from include.preference.webapp.app import create_app
+
+    return sorted(create_app(lambda: None).openapi()["paths"])  # type: ignore[arg-type, return-value]

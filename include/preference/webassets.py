@@ -64,6 +64,7 @@ class NpmPackage:
 SWAGGER_UI = NpmPackage(
     "swagger-ui-dist",
     "5.35.0",
+    # pragma: allowlist nextline secret (a checksum)
     "sha512-U06rpMtW9V3XPGOBeamTUSr0Z09jMX4IJuANpE/EZbAhw0G8CgwrzU4YmXkn/h0wCDNsXdGarTNNHC3sU8yVUQ==",
     ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"),
 )
@@ -72,12 +73,14 @@ PACKAGES = (
     NpmPackage(
         "bootstrap",
         "4.3.1",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-rXqOmH1VilAt2DyPzluTi2blhk17bO7ef+zLLPlWvG494pDxcM234pJ8wTc/6R40UWizAIIMgxjvxZg5kmsbag==",
         ("dist/css/bootstrap.min.css", "dist/js/bootstrap.min.js"),
     ),
     NpmPackage(
         "bootstrap-table",
         "1.19.1",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-WvV+l1AI/C+zThaKmfHmi/IuayVNB0qdFyEhFx1jyZhO0oLtNJNANkCR3rvJf6Dkh72dsLElxpE/bzK9seEQLA==",
         (
             "dist/bootstrap-table.min.css",
@@ -88,6 +91,7 @@ PACKAGES = (
     NpmPackage(
         "bootstrap-table",
         "1.19.0",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-L+USHm3X9FKocx/6yngGu12yF6r6s1Ntuc+hoIK2a2QQJjHw5kcySLiE2HY/9sEaSGAOfPbfQOtBH3uKkcpqEA==",
         (
             "dist/extensions/filter-control/bootstrap-table-filter-control.css",
@@ -97,48 +101,56 @@ PACKAGES = (
     NpmPackage(
         "jquery",
         "3.7.1",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-m4avr8yL8kmFN8psrbFFFmB/If14iN5o9nw/NgnnM+kybDJpRsAynV2BsfpTYrTRysYUdADVD7CkUUizgkpLfg==",
         ("dist/jquery.min.js",),
     ),
     NpmPackage(
         "popper.js",
         "1.12.9",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-s0EEi9xiSCdqz9lV4IiVH5yIZnDX/U1t0tCjB+0jXx9jW8lrR7kOpVupiUg175ogqVoudpDXHF1p6dKATCHMeg==",
         ("dist/umd/popper.min.js",),
     ),
     NpmPackage(
         "bootstrap-datepicker",
         "1.9.0",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-9rYYbaVOheGYxjOr/+bJCmRPihfy+LkLSg4fIFMT9Od8WwWB/MB50w0JO1eBgKUMbb7PFHQD5uAfI3ArAxZRXA==",
         ("dist/css/bootstrap-datepicker.min.css", "dist/js/bootstrap-datepicker.min.js"),
     ),
     NpmPackage(
         "@forevolve/bootstrap-dark",
         "1.1.0",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-A3ucpEpxPoTVO490lZZCfjPXxv832l7mm1IxX3bXyxvgwnPGXDLyh7dWrphXKO8YBAu3EswbBEu3VSW8NRMW3A==",
         ("dist/css/bootstrap-prefers-dark.css",),
     ),
     NpmPackage(
         "@fortawesome/fontawesome-free",
         "6.6.0",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-60G28ke/sXdtS9KZCpZSHHkCbdsOGEhIUGlwq6yhY74UpTiToIh8np7A8yphhM4BWsvNFtIvLpi4co+h9Mr9Ow==",
         ("css/all.min.css", "webfonts/"),  # the stylesheet loads its fonts from ../webfonts/
     ),
     NpmPackage(
         "vega",
         "5.33.1",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-1fArfVDUqVbb5z8n+/nVQb+VNBzx8svY6CrsyTK4Ujm4yrd9I1auoKxBAPXLCavY1LcrbHUskQbGUP8gXOzyQw==",
         ("build/vega.min.js",),
     ),
     NpmPackage(
         "vega-lite",
         "5.23.0",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-l4J6+AWE3DIjvovEoHl2LdtCUkfm4zs8Xxx7INwZEAv+XVb6kR6vIN1gt3t2gN2gs/y4DYTs/RPoTeYAuEg6mA==",
         ("build/vega-lite.min.js",),
     ),
     NpmPackage(
         "vega-embed",
         "6.29.0",
+        # pragma: allowlist nextline secret (a checksum)
         "sha512-PmlshTLtLFLgWtF/b23T1OwX53AugJ9RZ3qPE2c01VFAbgt3/GSNI/etzA/GzdrkceXFma+FDHNXUppKuM0U6Q==",
         ("build/vega-embed.min.js",),
     ),

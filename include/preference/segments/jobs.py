@@ -55,7 +55,7 @@ from include.preference.storage import (
 from include.preference.storage.spark_lake import spark_lake
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -508,6 +508,114 @@ def migration(before: "DataFrame | None", after: "DataFrame", key: str) -> pd.Da
     return counts.sort_values(["from", "to"]).reset_index(drop=True)
 
 
+# A segment's profile names what sets it apart: the categories and products whose share among its
+# members most exceeds their share among all customers, each held by at least PROFILE_MIN_MEMBERS.
+PROFILE_TOP = 3
+PROFILE_MIN_MEMBERS = 3
+
+
+def segment_profiles(
+    assigned: "DataFrame", customers: "DataFrame", tiers: "DataFrame | None", pairs: "DataFrame | None"
+) -> dict[int, dict[str, Any]]:
+    """Per customer segment: members, mean revenue and orders, the RFM tier mix, and the top
+    categories (by the members' most-interacted category) and products (bought by members) that
+    distinguish it from all assigned customers, with their lift (share in the segment over share
+    overall). Spark aggregates throughout: O(segments x PROFILE_TOP) rows reach the driver.
+
+    Args:
+        assigned: (customer_id, cluster_id) of the day's assignments.
+        customers: the day's customer features.
+        tiers: the day's RFM tiers (customer_id, tier), when published.
+        pairs: the day's ``state_pairs`` (customer_id, product_id, purchases_all), when published.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from include.preference.features.spec import UNKNOWN
+
+    members = assigned.select("customer_id", "cluster_id")
+    total = members.count()
+    base = members.join(
+        customers.select("customer_id", "customer_monetary", "customer_frequency", "customer_top_category"),
+        "customer_id",
+        "left",
+    )
+    profiles: dict[int, dict[str, Any]] = {}
+    for row in (
+        base.groupBy("cluster_id")
+        .agg(
+            F.count(F.lit(1)).alias("members"),
+            F.avg("customer_monetary").alias("mean_revenue"),
+            F.avg("customer_frequency").alias("mean_orders"),
+        )
+        .collect()
+    ):
+        profiles[int(row["cluster_id"])] = {
+            "members": int(row["members"]),
+            "mean_revenue": float(row["mean_revenue"] or 0.0),
+            "mean_orders": float(row["mean_orders"] or 0.0),
+            "tiers": {},
+            "top_categories": [],
+            "top_products": [],
+        }
+
+    def distinguishing(held: "DataFrame", item: str) -> "DataFrame":
+        """(cluster_id, item, members, lift) of the PROFILE_TOP items by lift per segment."""
+        sizes = members.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("_size"))
+        overall = held.groupBy(item).agg(F.countDistinct("customer_id").alias("_overall"))
+        inside = held.groupBy("cluster_id", item).agg(F.countDistinct("customer_id").alias("members"))
+        lifted = (
+            inside.join(sizes, "cluster_id")
+            .join(overall, item)
+            .where(F.col("members") >= PROFILE_MIN_MEMBERS)
+            .withColumn("lift", (F.col("members") / F.col("_size")) / (F.col("_overall") / F.lit(max(total, 1))))
+        )
+        order = Window.partitionBy("cluster_id").orderBy(F.desc("lift"), F.desc("members"), F.asc(item))
+        return lifted.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") <= PROFILE_TOP)
+
+    categories = base.where(F.col("customer_top_category").isNotNull()).where(
+        F.col("customer_top_category") != F.lit(UNKNOWN)
+    )
+    for row in distinguishing(categories, "customer_top_category").orderBy("cluster_id", "_rank").collect():
+        profiles[int(row["cluster_id"])]["top_categories"].append(
+            {"category": row["customer_top_category"], "members": int(row["members"]), "lift": float(row["lift"])}
+        )
+    if pairs is not None:
+        bought = pairs.where(F.col("purchases_all") > 0).select("customer_id", "product_id")
+        bought = bought.join(members, "customer_id")
+        for row in distinguishing(bought, "product_id").orderBy("cluster_id", "_rank").collect():
+            profiles[int(row["cluster_id"])]["top_products"].append(
+                {"product_id": row["product_id"], "members": int(row["members"]), "lift": float(row["lift"])}
+            )
+    if tiers is not None:
+        mix = tiers.select("customer_id", "tier").join(members, "customer_id").groupBy("cluster_id", "tier").count()
+        for row in mix.collect():
+            profiles[int(row["cluster_id"])]["tiers"][str(row["tier"])] = int(row["count"])
+    return dict(sorted(profiles.items()))
+
+
+def _profile_inputs(
+    store: ObjectStore, lake: Any, spark: "SparkSession", day: dt.date
+) -> tuple["DataFrame | None", "DataFrame | None", "DataFrame | None", list[dict[str, Any]]]:
+    """The day's customer features, RFM tiers and pair state for :func:`segment_profiles` (each None
+    when not published), registered on ``lake``, with their upstream entries."""
+    found: list[Any] = []
+    upstream = []
+    for ref in (
+        PartitionRef("features", "customers", day),
+        PartitionRef(SEGMENTS, "rfm", day),
+        PartitionRef("features", "state_pairs", day),
+    ):
+        manifest = read_manifest(store, ref)
+        if manifest is None:
+            found.append(None)
+            continue
+        lake.add(ref, manifest)
+        found.append(lake.read(spark, ref))
+        upstream.append(upstream_entry(store, ref, manifest))
+    return found[0], found[1], found[2], upstream
+
+
 def run_assign_segments(
     store: ObjectStore, settings: Settings, day: dt.date, entity: str, *, run_id: str
 ) -> dict[str, Any]:
@@ -560,6 +668,13 @@ def run_assign_segments(
             before = lake.read(spark, previous[0])
         moved = migration(before, today, key)
         history = _size_history(store, entity, day, summary)
+        profiles: dict[int, dict[str, Any]] = {}
+        if entity == "customers":
+            features, tiers, pairs, inputs = _profile_inputs(store, lake, spark, day)
+            if features is not None:
+                profiles = segment_profiles(today, features, tiers, pairs)
+                upstream += inputs
+        lake.put_bytes(target, "profiles.json", json.dumps(profiles, indent=2).encode())
         lake.put_bytes(target, "centroids.json", json.dumps(centroids).encode())
         lake.put_bytes(target, "summary.json", json.dumps(summary.to_dict(orient="records"), indent=2).encode())
         lake.put_bytes(target, "migration.json", json.dumps(moved.to_dict(orient="records"), indent=2).encode())
@@ -585,7 +700,12 @@ def run_assign_segments(
             run_id=run_id,
             code_version=settings.code_version,
             upstream=upstream,
-            rows={"centroids.json": len(centroids), "summary.json": len(summary), "migration.json": len(moved)},
+            rows={
+                "centroids.json": len(centroids),
+                "summary.json": len(summary),
+                "migration.json": len(moved),
+                "profiles.json": len(profiles),
+            },
             extra={
                 "model_version": version,
                 "space": space.name,

@@ -153,6 +153,17 @@ def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
     def segments(entity: Entity, store: Lake) -> dict[str, Any]:
         return {"entity": entity, "history": store.segment_history(entity), "migration": store.migration(entity)}
 
+    @app.get(
+        "/api/segments/customers/profiles",
+        tags=["segments"],
+        summary="What sets each customer segment apart: size, spend, orders, tiers, categories, products",
+    )
+    def segment_profiles(store: Lake, day: AsOf = None) -> dict[str, Any]:
+        found = store.segment_profiles(day)
+        if found is None:
+            raise HTTPException(status_code=404, detail="no customer segment profiles are published")
+        return found
+
     @app.get("/api/value-tiers", tags=["segments"], summary="RFM value tier sizes")
     def value_tiers(store: Lake, day: AsOf = None) -> dict[str, Any]:
         found = store.value_tiers(day)
@@ -227,6 +238,7 @@ def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
             migration={entity: store.migration(entity) for entity in history},
             tiers=tiers,
             segmented=segmented,
+            profiles=store.segment_profiles(),
             runs=[store.run_links(d) for d in reversed(days[-14:])],
             plots=PLOTS,
             base=_base(request),

@@ -222,6 +222,22 @@ class Outputs:
             "gone": sum(m["count"] for m in moves if m["to"] == "gone"),
         }
 
+    def segment_profiles(self, day: dt.date | None = None) -> dict[str, Any] | None:
+        """What sets each customer segment apart as of ``day`` (latest when None): members, mean
+        revenue and orders, RFM tier mix, distinguishing categories and products (with titles)."""
+        found = self.latest("segments", "customers", day)
+        manifest = read_manifest(self.store, PartitionRef("segments", "customers", found)) if found else None
+        if found is None or manifest is None:
+            return None
+        if not any(entry.path == f"{manifest.version}/profiles.json" for entry in manifest.files):
+            return None  # published before segments had profiles
+        profiles = self._json("segments", "customers", found, "profiles.json")
+        catalogue = self.catalogue(found)
+        for profile in profiles.values():
+            for product in profile["top_products"]:
+                product["title"] = catalogue.get(product["product_id"], {}).get("title")
+        return {"date": found.isoformat(), "segments": profiles}
+
     def value_tiers(self, day: dt.date | None = None) -> dict[str, Any] | None:
         found = self.latest("reports", "rfm", day)
         if found is None:

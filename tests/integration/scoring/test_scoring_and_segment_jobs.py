@@ -9,6 +9,7 @@ import datetime as dt
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from include.preference import tasks
@@ -177,6 +178,24 @@ def test_scoring_and_segments_for_two_days(scoring_env, training_sets):
     summary = json.loads(read_file(store, PartitionRef("segments", "customers", day), "summary.json"))
     assert sum(c["count"] for c in summary) == len(features)
     assert abs(sum(c["share"] for c in summary) - 1.0) < 1e-9
+    # What sets each segment apart (Spark aggregates), recomputed with pandas from the published tables.
+    published_profiles = json.loads(read_file(store, PartitionRef("segments", "customers", day), "profiles.json"))
+    tiers = read_table(store, PartitionRef("segments", "rfm", day), columns=["customer_id", "tier"]).to_pandas()
+    pairs = read_table(
+        store, PartitionRef("features", "state_pairs", day), columns=["customer_id", "product_id", "purchases_all"]
+    ).to_pandas()
+    expected = _expected_profiles(segments, features, tiers, pairs)
+    assert set(published_profiles) == {str(c) for c in expected} == {str(c["cluster_id"]) for c in summary}
+    for cluster, want in expected.items():
+        got = published_profiles[str(cluster)]
+        assert got["members"] == want["members"] and got["tiers"] == want["tiers"], cluster
+        assert got["mean_revenue"] == pytest.approx(want["mean_revenue"])
+        assert got["mean_orders"] == pytest.approx(want["mean_orders"])
+        for field, item in (("top_categories", "category"), ("top_products", "product_id")):
+            assert [(t[item], t["members"]) for t in got[field]] == [(t[item], t["members"]) for t in want[field]]
+            assert [t["lift"] for t in got[field]] == pytest.approx([t["lift"] for t in want[field]])
+    assert any(p["top_categories"] for p in published_profiles.values())
+    assert any(p["top_products"] for p in published_profiles.values())
 
     # Rerunning the day gives identical outputs (same content version).
     before = read_manifest(store, PartitionRef("segments", "customers", day)).version
@@ -231,3 +250,47 @@ def test_scoring_and_segments_for_two_days(scoring_env, training_sets):
     again = tasks.score_products(day, run_id="backfill-2")
     assert again["model_version"] == "1"
     assert read_manifest(store, PartitionRef("scores", "product_embeddings", day)).extra["model_version"] == "1"
+
+
+def _expected_profiles(
+    segments: pd.DataFrame, features: pd.DataFrame, tiers: pd.DataFrame, pairs: pd.DataFrame
+) -> dict[int, dict]:
+    """segment_profiles by hand (pandas): the same definitions, another engine."""
+    from include.preference.features.spec import UNKNOWN
+    from include.preference.segments.jobs import PROFILE_MIN_MEMBERS, PROFILE_TOP
+
+    members = segments[["customer_id", "cluster_id"]]
+    total = len(members)
+    sizes = members.groupby("cluster_id").size()
+    columns = ["customer_id", "customer_monetary", "customer_frequency", "customer_top_category"]
+    base = members.merge(features[columns], on="customer_id", how="left")
+
+    def distinguishing(held: pd.DataFrame, item: str) -> dict[int, list[dict]]:
+        overall = held.groupby(item)["customer_id"].nunique()
+        inside = held.groupby(["cluster_id", item])["customer_id"].nunique().rename("members").reset_index()
+        inside = inside[inside["members"] >= PROFILE_MIN_MEMBERS].copy()
+        inside["lift"] = (inside["members"] / inside["cluster_id"].map(sizes)) / (inside[item].map(overall) / total)
+        inside = inside.sort_values(["cluster_id", "lift", "members", item], ascending=[True, False, False, True])
+        top = inside.groupby("cluster_id").head(PROFILE_TOP)
+        name = "category" if item == "customer_top_category" else item
+        return {
+            int(c): [{name: r[item], "members": int(r["members"]), "lift": float(r["lift"])} for _, r in g.iterrows()]
+            for c, g in top.groupby("cluster_id")
+        }
+
+    known = base[base["customer_top_category"].notna() & (base["customer_top_category"] != UNKNOWN)]
+    categories = distinguishing(known, "customer_top_category")
+    bought = pairs[pairs["purchases_all"] > 0][["customer_id", "product_id"]].merge(members, on="customer_id")
+    products = distinguishing(bought, "product_id")
+    mix = tiers.merge(members, on="customer_id").groupby(["cluster_id", "tier"]).size()
+    return {
+        int(cluster): {
+            "members": len(group),
+            "mean_revenue": float(group["customer_monetary"].mean()),
+            "mean_orders": float(group["customer_frequency"].mean()),
+            "tiers": {str(t): int(n) for (c, t), n in mix.items() if c == cluster},
+            "top_categories": categories.get(int(cluster), []),
+            "top_products": products.get(int(cluster), []),
+        }
+        for cluster, group in base.groupby("cluster_id")
+    }

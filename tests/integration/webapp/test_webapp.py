@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from include.preference import tasks
-from include.preference.storage import PartitionRef, list_partitions, read_table
+from include.preference.storage import PartitionRef, list_partitions, read_file, read_table
 from tests.support.lake import publish_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -275,6 +275,31 @@ def test_pages_show_the_data_and_the_api_is_documented(published, api):
     spec = api.get("/openapi.json").json()
     lookup = spec["paths"]["/api/customers/{customer_id}"]["get"]
     assert "422" in lookup["responses"] and lookup["parameters"][0]["schema"]["pattern"]
+
+
+def test_segment_profiles_in_the_api_the_dashboard_and_linked_from_the_customer_page(published, api):
+    day = published["next_day"]
+    body = api.get("/api/segments/customers/profiles").json()
+    document = json.loads(read_file(published["store"], PartitionRef("segments", "customers", day), "profiles.json"))
+    assert body["date"] == day.isoformat() and set(body["segments"]) == set(document) and document
+    catalogue = read_table(published["store"], PartitionRef("validated", "products", day)).to_pandas()
+    titles = dict(zip(catalogue["product_id"], catalogue["title"], strict=True))
+    for cluster, profile in body["segments"].items():
+        assert profile["members"] == document[cluster]["members"]
+        assert [t["title"] for t in profile["top_products"]] == [
+            titles.get(t["product_id"]) for t in document[cluster]["top_products"]
+        ]
+    page = api.get("/ui").text
+    for cluster in document:
+        assert f'<tr id="segment-customers-{cluster}"><td class="text">segment {cluster}</td>' in page
+    customer = api.get(f"/api/customers/{body_customer(published)}").json()
+    linked = api.get(f"/ui/customers/{customer['customer_id']}").text
+    assert f'href="/ui#segment-customers-{customer["segment"]["cluster_id"]}"' in linked
+
+
+def body_customer(published) -> str:
+    table = read_table(published["store"], PartitionRef("segments", "customers", published["next_day"]))
+    return table["customer_id"][0].as_py()
 
 
 @pytest.mark.unit

@@ -534,7 +534,6 @@ def segment_profiles(
     from include.preference.features.spec import UNKNOWN
 
     members = assigned.select("customer_id", "cluster_id")
-    total = members.count()
     base = members.join(
         customers.select("customer_id", "customer_monetary", "customer_frequency", "customer_top_category"),
         "customer_id",
@@ -559,13 +558,16 @@ def segment_profiles(
             "top_products": [],
         }
 
+    # Segment sizes and their total from the aggregate just collected, not from two more Spark jobs.
+    total = sum(p["members"] for p in profiles.values())
+    sizes = F.create_map(*(F.lit(v).cast("long") for c, p in profiles.items() for v in (c, p["members"])))
+
     def distinguishing(held: "DataFrame", item: str) -> "DataFrame":
         """(cluster_id, item, members, lift) of the PROFILE_TOP items by lift per segment."""
-        sizes = members.groupBy("cluster_id").agg(F.count(F.lit(1)).alias("_size"))
         overall = held.groupBy(item).agg(F.countDistinct("customer_id").alias("_overall"))
         inside = held.groupBy("cluster_id", item).agg(F.countDistinct("customer_id").alias("members"))
         lifted = (
-            inside.join(sizes, "cluster_id")
+            inside.withColumn("_size", sizes[F.col("cluster_id")])
             .join(overall, item)
             .where(F.col("members") >= PROFILE_MIN_MEMBERS)
             .withColumn("lift", (F.col("members") / F.col("_size")) / (F.col("_overall") / F.lit(max(total, 1))))

@@ -105,6 +105,9 @@ def main() -> int:
         # less than compiling (what the test suite's drivers use; a measured run keeps the defaults).
         quick_jvm = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m -XX:+UseSerialGC -Xss4m"
         os.environ.setdefault("PREFERENCE_SPARK_INTERPRETED", "true")
+        # Two shuffle partitions (one per core of a small machine), not eight: fewer tasks and fewer
+        # Python workers for rows that fit one (what writes the training examples' shards).
+        os.environ.setdefault("PREFERENCE_SPARK_SHUFFLE_PARTITIONS", "2")
         os.environ.setdefault("PREFERENCE_SPARK_DRIVER_JAVA_OPTIONS", quick_jvm)
         os.environ.setdefault("PREFERENCE_SPARK_EXECUTOR_JAVA_OPTIONS", quick_jvm)
 

@@ -147,6 +147,22 @@ class AirflowClient:
                 raise AirflowApiError(f"backfill {backfill_id} not complete after {timeout:.0f}s")
             time.sleep(3.0)
 
+    def backfills(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's backfills, oldest first (from the API, the CLI or the UI's "Run Backfill")."""
+        query = urllib.parse.urlencode({"dag_id": dag_id, "limit": 100, "order_by": "id"})
+        return list(self._request("GET", f"/api/v2/backfills?{query}")["backfills"])
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """One try's log of a task as text (what the UI's log tab shows)."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}/taskInstances/{task_id}"
+            f"/logs/{try_number}?full_content=true"
+        )
+        content = self._request("GET", path).get("content")
+        if isinstance(content, list):  # structured log: one event per line
+            return "\n".join(json.dumps(e) if isinstance(e, dict) else str(e) for e in content)
+        return str(content)
+
     def trigger_day(self, dag_id: str, day: dt.date, conf: dict[str, Any] | None = None) -> dict[str, Any]:
         """Trigger one run that processes ``day``, as the UI's trigger form does.
 
@@ -171,12 +187,13 @@ class AirflowClient:
     def dag_runs(self, dag_id: str, start: dt.date, end: dt.date) -> list[dict[str, Any]]:
         """Runs that process a day within [start, end]: their data interval starts on that day.
 
-        Scheduled and backfill runs have that day as logical date; a manual run has the next day.
+        Scheduled and backfill runs have that day as logical date; a manual run has a moment of the
+        next day (when it was triggered: it processes the last complete day before it).
         """
         query = urllib.parse.urlencode(
             {
                 "logical_date_gte": f"{start.isoformat()}T00:00:00Z",
-                "logical_date_lte": f"{(end + dt.timedelta(days=1)).isoformat()}T00:00:00Z",
+                "logical_date_lt": f"{(end + dt.timedelta(days=2)).isoformat()}T00:00:00Z",
                 "order_by": "logical_date",
                 "limit": 100,
             }

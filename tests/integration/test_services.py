@@ -72,7 +72,7 @@ def test_generated_credentials_are_created_once_and_kept(tmp_path: Path):
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_the_demo_runs_the_days_through_airflow_standalone_and_a_second_run_is_identical(tmp_path: Path, monkeypatch):
+def test_the_demo_runs_the_days_through_airflow_and_reruns_from_the_ui_form_are_identical(tmp_path: Path, monkeypatch):
     from include.preference.demo import format_summary, last_complete_day, published_partitions, run_demo, store_for
     from tests.support.snapshots import snapshot
 
@@ -93,7 +93,7 @@ def test_the_demo_runs_the_days_through_airflow_standalone_and_a_second_run_is_i
             result = run_demo(runtime, days=2)  # starts S3, MLflow and Airflow standalone
         except AirflowApiError as error:
             raise AssertionError(f"{error}\n--- airflow log (tail) ---\n{manager.log_tail('airflow')}") from error
-        runs = result.runs["marketplace_ingest_daily"]
+        runs = result.runs[DAG_ID]
         assert result.ok and [r["state"] for r in runs] == ["success", "success"]
         # The earlier day as a backfill; the last one scheduled by unpausing the DAG.
         assert [r["run_type"] for r in runs] == ["backfill", "scheduled"]
@@ -107,23 +107,90 @@ def test_the_demo_runs_the_days_through_airflow_standalone_and_a_second_run_is_i
         )
         assert "Online Retail evaluation: skipped" in summary  # none given
 
-        # `make demo` again: the backfilled day reruns, the last day's run is kept; same content.
+        # Then as people use it, in Airflow's UI (Chromium): "Trigger" with the untouched form (a
+        # manual run of the last complete day), then "Backfill" of both days reprocessing every run.
+        # Each reruns days already published: the lake's content must not change.
         store = store_for(runtime)
         before = snapshot(store)
-        again = run_demo(runtime, days=2)
-        rerun = again.runs["marketplace_ingest_daily"]
-        assert [(r["dag_run_id"], r["state"]) for r in rerun][1] == (runs[1]["dag_run_id"], "success")
-        assert len(rerun) == 2 and rerun[0]["state"] == "success"  # rerun in place, no second run
+        client = AirflowClient(runtime.airflow_url, ADMIN_USER, runtime.admin_password)
+        manual = _ui_trigger_and_backfill(runtime, client, start, end)
+        after = client.dag_runs(DAG_ID, start, end)
+        assert sorted(r["run_type"] for r in after) == ["backfill", "backfill", "manual"], after
+        assert all(r["state"] == "success" for r in after), after
+        assert {r["dag_run_id"] for r in after} == {manual["dag_run_id"], *(r["dag_run_id"] for r in runs)}
         assert snapshot(store) == before
         assert {p[:3] for p in published_partitions(store)} == {p[:3] for p in result.partitions}
+
+        # A file source with a path that does not exist: the first task fails at once (no retry),
+        # its log names the path, and nothing is published.
+        failed = _ui_trigger_bad_input(runtime, client)
+        assert failed["state"] == "failed"
+        land = {t["task_id"]: t for t in client.task_instances(DAG_ID, failed["dag_run_id"])}["land_raw_data"]
+        assert land["state"] == "failed" and land["try_number"] == 1, land
+        assert BAD_INPUT in client.task_log(DAG_ID, failed["dag_run_id"], "land_raw_data", 1)
+        assert snapshot(store) == before
         # A wrong password is refused by Airflow itself.
-        client = AirflowClient(runtime.airflow_url, ADMIN_USER, runtime.admin_password)
-        assert client.dag_runs("marketplace_ingest_daily", start, end)
+        assert client.dag_runs(DAG_ID, start, end)
         with pytest.raises(Exception, match="401"):
             AirflowClient(runtime.airflow_url, ADMIN_USER, "wrong").token()
     finally:
         manager.down()
     assert manager.status()["airflow"]["pid"] is None
+
+
+DAG_ID = "marketplace_ingest_daily"
+BAD_INPUT = "/nowhere/invoices-2011.csv.gz"
+
+
+def _ui_trigger_and_backfill(runtime, client: AirflowClient, start: dt.date, end: dt.date) -> dict:
+    """Trigger with the form's defaults and wait for that run; then backfill [start, end] with "All
+    Runs" and wait for the backfill. Screenshots of both forms are kept. Returns the manual run."""
+    from tests.support.browser import (
+        SHOTS,
+        fill_backfill,
+        logged_in_browser,
+        open_trigger_dialog,
+        submit_and_wait_closed,
+    )
+
+    earlier = {r["dag_run_id"] for r in client.dag_runs(DAG_ID, start, end)}
+    backfills = {b["id"] for b in client.backfills(DAG_ID)}
+    with logged_in_browser(runtime) as (driver, wait):
+        open_trigger_dialog(driver, wait, runtime.airflow_url, DAG_ID)
+        driver.save_screenshot(str(SHOTS / "trigger-form.png"))
+        submit_and_wait_closed(driver, wait, "Trigger")  # enabled on the untouched form
+        runs = client.wait_for_runs(DAG_ID, start, end, expected=len(earlier) + 1)
+        manual = [r for r in runs if r["dag_run_id"] not in earlier]
+        assert len(manual) == 1 and manual[0]["run_type"] == "manual", runs
+        assert manual[0]["state"] == "success", manual
+        # "Trigger" processes the last complete day (the data interval before its logical date).
+        assert str(manual[0]["data_interval_start"])[:10] == end.isoformat()
+
+        open_trigger_dialog(driver, wait, runtime.airflow_url, DAG_ID)
+        fill_backfill(driver, wait, start, end, "completed")
+        driver.save_screenshot(str(SHOTS / "backfill-form.png"))
+        submit_and_wait_closed(driver, wait, "Run Backfill")
+    created = [b for b in client.backfills(DAG_ID) if b["id"] not in backfills]
+    assert len(created) == 1 and created[0]["reprocess_behavior"] == "completed", created
+    client.wait_for_backfill(int(created[0]["id"]))
+    return manual[0]
+
+
+def _ui_trigger_bad_input(runtime, client: AirflowClient) -> dict:
+    """Trigger an Online Retail run whose input_path does not exist; returns the finished run."""
+    from tests.support.browser import choose, logged_in_browser, open_trigger_dialog, submit_and_wait_closed
+
+    today = dt.datetime.now(dt.UTC).date()
+    before = {r["dag_run_id"] for r in client.dag_runs(DAG_ID, today - dt.timedelta(days=7), today)}
+    with logged_in_browser(runtime) as (driver, wait):
+        open_trigger_dialog(driver, wait, runtime.airflow_url, DAG_ID)
+        choose(driver, wait, "source", "online_retail")
+        driver.find_element("id", "element_input_path").send_keys(BAD_INPUT)
+        submit_and_wait_closed(driver, wait, "Trigger")
+    runs = client.wait_for_runs(DAG_ID, today - dt.timedelta(days=7), today, expected=len(before) + 1)
+    new = [r for r in runs if r["dag_run_id"] not in before]
+    assert len(new) == 1, runs
+    return new[0]
 
 
 def test_the_projects_own_postgresql_and_redis_require_their_passwords_and_keep_data_across_restarts():

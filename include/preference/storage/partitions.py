@@ -438,10 +438,13 @@ def read_file(store: ObjectStore, ref: PartitionRef, name: str) -> bytes:
 def list_partitions(store: ObjectStore, layer: str, table: str = "") -> list[dt.date]:
     """Dates of the manifest-complete partitions of a table, oldest first."""
     base = PartitionRef(layer, table, dt.date(2000, 1, 1)).prefix.rsplit("dt=", 1)[0]
+    # One listing, not a request per day: the delimiter rolls every partition's version folders
+    # (``dt=D/v-<digest>/...``) up into one prefix each, so the keys listed are the manifests.
+    manifest = re.compile(re.escape(base) + r"dt=(\d{4}-\d{2}-\d{2})/" + re.escape(MANIFEST_NAME))
     dates = []
-    for prefix in store.list_prefixes(base):
-        match = re.search(r"dt=(\d{4}-\d{2}-\d{2})/$", prefix)
-        if match and store.exists(prefix + MANIFEST_NAME):
+    for key in store.list_keys(base, delimiter="/v-"):
+        match = manifest.fullmatch(key)
+        if match:
             dates.append(dt.date.fromisoformat(match.group(1)))
     return sorted(dates)
 

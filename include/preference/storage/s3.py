@@ -211,9 +211,13 @@ class ObjectStore:
             return False
         return True
 
-    def list_keys(self, prefix: str) -> Iterator[str]:
-        """Every key under ``prefix``, in lexicographic order."""
-        for page in self._pages(prefix):
+    def list_keys(self, prefix: str, delimiter: str | None = None) -> Iterator[str]:
+        """Every key under ``prefix``, in lexicographic order.
+
+        ``delimiter``: keys holding it after the prefix are rolled up into one common prefix each
+        and not listed (S3's delimiter may be any string, e.g. ``/v-`` skips version folders).
+        """
+        for page in self._pages(prefix, delimiter=delimiter):
             for item in page.get("Contents", []):
                 yield item["Key"]
 

@@ -37,7 +37,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from include.preference import webassets
-from include.preference.webapp.outputs import CUSTOMER_ID, PLOTS, File, Outputs
+from include.preference.webapp.outputs import CUSTOMER_ID, DASHBOARD_TABLES, PLOTS, File, Outputs
 
 log = logging.getLogger(__name__)
 
@@ -220,12 +220,15 @@ def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
 
     @app.get("/ui", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(request: Request, store: Lake) -> str:
-        history = {entity: store.segment_history(entity) for entity in ("customers", "products")}
+        store.list_all(DASHBOARD_TABLES)
+        # The table shows the latest 7 days: only those summaries are read (the API has them all).
+        published_days = {entity: store.dates("segments", entity) for entity in ("customers", "products")}
+        history = {entity: store.segment_history(entity, days[-7:]) for entity, days in published_days.items()}
         # Every recent day something was published for: validated (Data Docs), trained, scored, segmented.
         days = sorted(
             set(store.dates("reports", "validation"))
             | set(store.dates("reports", "training"))
-            | set(store.dates("segments", "customers"))
+            | set(published_days["customers"])
             | set(store.dates("scores", "recommendations"))
         )
         tiers = store.value_tiers()
@@ -235,6 +238,7 @@ def create_app(outputs: Callable[[], Outputs] = default_outputs) -> FastAPI:
             "dashboard.html",
             champion=store.champion(),
             history=history,
+            published_days={entity: len(days) for entity, days in published_days.items()},
             migration={entity: store.migration(entity) for entity in history},
             tiers=tiers,
             segmented=segmented,

@@ -11,6 +11,10 @@ import json
 import mimetypes
 import re
 import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +39,29 @@ class File:
     media_type: str
 
 
+# Concurrent S3 reads of one request (boto3's client is thread-safe).
+READERS = 16
+# How long a table's listed days serve before it is listed again: a day published since shows up
+# within this many seconds.
+LISTING_SECONDS = 15.0
+# What the pages read.
+CUSTOMER_TABLES = [
+    ("scores", "recommendations"),
+    ("segments", "rfm"),
+    ("segments", "customers"),
+    ("scores", "customer_profiles"),
+    ("validated", "products"),
+]
+DASHBOARD_TABLES = [
+    ("segments", "customers"),
+    ("segments", "products"),
+    ("reports", "validation"),
+    ("reports", "training"),
+    ("reports", "rfm"),
+    ("scores", "recommendations"),
+    ("validated", "products"),
+]
+
 # Nearest customers by profile shown per customer.
 PROFILE_NEIGHBOURS = 5
 
@@ -51,6 +78,35 @@ class ProfileIndex:
     errors: Any  # reconstruction error per customer
 
 
+@dataclass(frozen=True)
+class CustomerRows:
+    """One partition's rows sorted by customer, with each customer's first row and row count."""
+
+    table: Any  # pyarrow.Table sorted by customer_id
+    spans: dict[str, tuple[int, int]]
+
+    @classmethod
+    def of(cls, table: Any) -> "CustomerRows":
+        import numpy as np
+
+        table = table.sort_by("customer_id")
+        ids = table.column("customer_id").to_numpy(zero_copy_only=False)
+        if not len(ids):
+            return cls(table, {})
+        starts = np.flatnonzero(np.concatenate(([True], ids[1:] != ids[:-1])))
+        ends = np.append(starts[1:], len(ids))
+        return cls(table, {str(ids[a]): (int(a), int(b - a)) for a, b in zip(starts, ends, strict=True)})
+
+    def rows(self, customer_id: str) -> list[dict[str, Any]]:
+        span = self.spans.get(customer_id)
+        return [] if span is None else self.table.slice(*span).to_pylist()
+
+
+# Partitions kept in memory by one app process (recommendations, tiers, segments and the catalogue
+# of the latest day, and of a few days asked for).
+CACHED_PARTITIONS = 8
+
+
 class Outputs:
     """Read-side of the lake for the plugin: customers, segments, value tiers, the champion."""
 
@@ -59,10 +115,29 @@ class Outputs:
         self.mlflow_ui = mlflow_ui.rstrip("/") if mlflow_ui else None
         self._profiles: ProfileIndex | None = None
         self._profiles_lock = threading.Lock()
+        self._rows: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._rows_lock = threading.Lock()
+        self._dates: dict[tuple[str, str], tuple[float, list[dt.date]]] = {}
+        self._dates_lock = threading.Lock()
 
     # -- dates -------------------------------------------------------------------------------------
     def dates(self, layer: str, table: str) -> list[dt.date]:
-        return list_partitions(self.store, layer, table)
+        """The table's published days, listed at most once per ``LISTING_SECONDS`` (a page asks for
+        the same tables several times, and a listing of a year of days takes a tenth of a second)."""
+        key, now = (layer, table), time.monotonic()
+        with self._dates_lock:
+            listed = self._dates.get(key)
+            if listed is not None and now - listed[0] < LISTING_SECONDS:
+                return list(listed[1])
+        found = list_partitions(self.store, layer, table)
+        with self._dates_lock:
+            self._dates[key] = (now, found)
+        return list(found)
+
+    def list_all(self, tables: list[tuple[str, str]]) -> None:
+        """List the tables a page reads, concurrently, so that its lookups find them listed."""
+        with ThreadPoolExecutor(max_workers=READERS) as pool:
+            list(pool.map(lambda table: self.dates(*table), tables))
 
     def latest(self, layer: str, table: str, on_or_before: dt.date | None = None) -> dt.date | None:
         days = [d for d in self.dates(layer, table) if on_or_before is None or d <= on_or_before]
@@ -76,13 +151,33 @@ class Outputs:
         self, layer: str, table: str, customer_id: str, day: dt.date | None
     ) -> tuple[dt.date | None, list[dict[str, Any]]]:
         """The latest partition on or before ``day`` and the customer's rows in it."""
-        import pyarrow.compute as pc
-
         found = self.latest(layer, table, day)
         if found is None:
             return None, []
-        frame = read_table(self.store, PartitionRef(layer, table, found))
-        return found, frame.filter(pc.equal(frame.column("customer_id"), customer_id)).to_pylist()
+        ref = PartitionRef(layer, table, found)
+        manifest = read_manifest(self.store, ref)
+        if manifest is None:  # removed since it was listed
+            return None, []
+        return found, self._rows_by_customer(ref, manifest.version).rows(customer_id)
+
+    def _rows_by_customer(self, ref: PartitionRef, version: str) -> "CustomerRows":
+        """A published per-customer partition in memory, indexed by customer."""
+        return self._cached(ref, version, lambda: CustomerRows.of(read_table(self.store, ref)))
+
+    def _cached(self, ref: PartitionRef, version: str, build: Callable[[], Any]) -> Any:
+        """What ``build`` makes of a published partition, kept for the latest few partitions asked
+        for (read once, not per request; a republished partition has a new version and is read anew)."""
+        key = (ref.prefix, version)
+        with self._rows_lock:
+            if key in self._rows:
+                self._rows.move_to_end(key)
+                return self._rows[key]
+        value = build()
+        with self._rows_lock:
+            self._rows[key] = value
+            while len(self._rows) > CACHED_PARTITIONS:
+                self._rows.popitem(last=False)
+        return value
 
     def customer(self, customer_id: str, day: dt.date | None = None) -> dict[str, Any] | None:
         """Value tier, segment and top-K recommendations of one customer as of ``day`` (latest when
@@ -90,6 +185,7 @@ class Outputs:
         if not CUSTOMER_ID.match(customer_id):
             raise ValueError("customer id must be 1-64 letters, digits, '_', '.', ':' or '-'")
         found: dict[str, Any] = {"customer_id": customer_id, "value_tier": None, "segment": None}
+        self.list_all(CUSTOMER_TABLES)
         rec_day, rows = self._customer_rows("scores", "recommendations", customer_id, day)
         catalogue = self.catalogue(rec_day) if rows else {}
         found["recommendations"] = [
@@ -190,21 +286,27 @@ class Outputs:
         """Title and category path of every product in the validated catalogue as of ``day`` (the
         latest published snapshot on or before it); empty when none is published."""
         found = self.latest("validated", "products", day)
-        if found is None:
+        ref = PartitionRef("validated", "products", found) if found else None
+        manifest = read_manifest(self.store, ref) if ref else None
+        if ref is None or manifest is None:
             return {}
-        columns = ["product_id", "title", "category_path"]
-        rows = read_table(self.store, PartitionRef("validated", "products", found), columns).to_pylist()
-        return {row["product_id"]: row for row in rows}
+
+        def build() -> dict[str, dict[str, Any]]:
+            rows = read_table(self.store, ref, ["product_id", "title", "category_path"]).to_pylist()
+            return {row["product_id"]: row for row in rows}
+
+        return dict(self._cached(ref, manifest.version, build))
 
     # -- dashboard ---------------------------------------------------------------------------------
-    def segment_history(self, entity: str) -> list[dict[str, Any]]:
-        """Per published day: each cluster's count, share and mean distance."""
+    def segment_history(self, entity: str, days: list[dt.date] | None = None) -> list[dict[str, Any]]:
+        """Per published day (of ``days``, default all): each cluster's count, share and mean distance.
+
+        The days' summaries are read concurrently (a year of days is 730 small reads)."""
         _check_entity(entity)
-        history = []
-        for day in self.dates("segments", entity):
-            summary = self._json("segments", entity, day, "summary.json")
-            history.append({"date": day.isoformat(), "clusters": summary})
-        return history
+        days = self.dates("segments", entity) if days is None else days
+        with ThreadPoolExecutor(max_workers=READERS) as pool:
+            summaries = list(pool.map(lambda d: self._json("segments", entity, d, "summary.json"), days))
+        return [{"date": d.isoformat(), "clusters": s} for d, s in zip(days, summaries, strict=True)]
 
     def migration(self, entity: str, day: dt.date | None = None) -> dict[str, Any] | None:
         _check_entity(entity)
@@ -249,12 +351,20 @@ class Outputs:
         """The latest training report whose version is the champion: its holdout metrics against the
         baselines, gate decision and MLflow run."""
         days = self.dates("reports", "training")
-        reports = [self._json("reports", "training", d, "summary.json") for d in days]
-        if not reports:
+        if not days:
             return None
-        current = reports[-1].get("champion_version")
-        chosen = next((r for r in reversed(reports) if current is not None and r.get("version") == current), None)
-        chosen = chosen or reports[-1]
+        latest = self._json("reports", "training", days[-1], "summary.json")
+        current = latest.get("champion_version")
+        chosen = latest
+        # The champion's own report: the newest whose version is the champion, read newest first
+        # (usually a few days back, never the whole year).
+        for day in reversed(days):
+            if current is None:
+                break
+            report = latest if day == days[-1] else self._json("reports", "training", day, "summary.json")
+            if report.get("version") == current:
+                chosen = report
+                break
         return {
             "champion_version": current,
             "trained_on": chosen["date"],
@@ -264,6 +374,9 @@ class Outputs:
             # Reports written before the threshold metrics have none.
             "threshold_metrics": chosen.get("threshold_metrics"),
             "baselines": chosen["baselines"],
+            # Recall@K of the model and each baseline per RFM value tier and new vs returning customer
+            # (reports before slices were recorded: None).
+            "slices": chosen.get("slices"),
             "gate": chosen["gate"],
             "mlflow_run_id": chosen["mlflow_run_id"],
             "mlflow_run_url": self.mlflow_run_url(chosen["mlflow_run_id"], chosen.get("mlflow_experiment_id")),

@@ -9,14 +9,13 @@ import datetime as dt
 import json
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from include.preference import tasks
 from include.preference.storage import PartitionRef, list_partitions, read_file, read_table
+from tests.support.browser import SHOTS, logged_in_browser
 from tests.support.lake import publish_from
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,7 +35,13 @@ def published(
     from include.preference.features import spec
     from include.preference.model import load_model, predict_frame
     from include.preference.registry import CHAMPION, CHAMPION_SINCE, decide
-    from include.preference.training.jobs import baseline_scores, holdout_scores, publish_training_report
+    from include.preference.training.jobs import (
+        baseline_rankings,
+        baseline_scores,
+        holdout_scores,
+        holdout_slices,
+        publish_training_report,
+    )
     from tests.conftest import make_store
 
     store = make_store(s3_service)
@@ -77,6 +82,8 @@ def published(
         holdout = training_sets["frame"](day)
         metrics = holdout_scores(holdout, predict_frame(model, holdout), 10)
         baselines = baseline_scores(holdout, 10)
+        rankings = {"model": predict_frame(model, holdout), **baseline_rankings(holdout)}
+        slices = holdout_slices(holdout, rankings, 10, seed=0)
         validation = training_sets["frame"](training_sets["train"][-1])
         decision = decision_metrics(
             validation[spec.LABEL].to_numpy(),
@@ -97,6 +104,7 @@ def published(
             "holdout": metrics,
             "threshold_metrics": {**decision, "validation_anchor": training_sets["train"][-1].isoformat()},
             "baselines": baselines,
+            "slices": slices,
         }
         publish_training_report(store, load_settings(), day, summary, [], run_id="t", upstream=[])
 
@@ -119,6 +127,7 @@ def published(
             "version": str(version.version),
             "holdout_rows": len(holdout),
             "holdout_metrics": metrics,
+            "slices": slices,
             "run_id": run.info.run_id,
             "experiment_id": run.info.experiment_id,
             "mlflow_uri": mlflow_service.mlflow_uri,
@@ -254,6 +263,22 @@ def test_pages_show_the_data_and_the_api_is_documented(published, api):
     order = ("true_positives", "false_negatives", "false_positives", "true_negatives")
     assert cells == [int(decision[k]) for k in order]
     assert sum(cells) == published["holdout_rows"]
+    # The model against every baseline per value tier and new vs returning, each group's size given.
+    table = re.search(r'<table id="slices">(.*?)</table>', page.text, re.S)
+    assert table is not None
+    slices = published["slices"]
+    header = re.findall(r"<th>([^<]+)</th>", table.group(1))
+    assert header[0] == "model" and sorted(header) == sorted(slices) and {"buy_again", "popularity"} <= set(header)
+    rows = re.findall(r'<tr><td class="text">([^<]+)</td>\s*(.*?)</tr>', table.group(1), re.S)
+    groups = {**slices["model"]["value_tier"], **slices["model"]["new_vs_returning"]}
+    assert len(rows) == len(groups) and {"new", "returning"} & {r[0].split(" ")[0] for r in rows}
+    for label, cells_html in rows:
+        name = label.split(" ")[0]
+        slicing = "value_tier" if name in slices["model"]["value_tier"] else "new_vs_returning"
+        assert f"({int(slices['model'][slicing][name]['customers'])})" in label
+        shown = re.findall(r"<td>([^<]+)</td>", cells_html)
+        expected = [f"{slices[s][slicing][name]['recall_at_k']:.4f}" for s in header]
+        assert shown == expected, (label, shown, expected)
     assert "Customers segments" in page.text and "RFM value tiers" in page.text
     customer_id = read_table(published["store"], PartitionRef("scores", "recommendations", published["next_day"]))[
         "customer_id"
@@ -437,42 +462,6 @@ def test_airflow_serves_the_plugin_only_to_authenticated_callers(published, airf
     assert json.loads(body)["champion_version"] == published["version"]
     status, body = _get(f"{airflow.airflow_url}/api/v2/plugins", token)
     assert status == 200 and "customer_preference" in body.decode()
-
-
-SHOTS = Path(__file__).resolve().parents[3] / ".local" / "test-artifacts"
-
-
-@contextmanager
-def logged_in_browser(airflow, *, offline: bool = False) -> Iterator[tuple[Any, Any]]:
-    """Headless Chromium (Debian's, through chromedriver) logged in to Airflow: (driver, wait).
-
-    ``offline``: no host name but localhost resolves (as on a machine without internet)."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    from include.preference.services import ADMIN_USER
-
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
-        options.add_argument(argument)
-    if offline:
-        options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost")
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    wait = WebDriverWait(driver, 60)
-    try:
-        driver.get(f"{airflow.airflow_url}/")
-        wait.until(ec.presence_of_element_located((By.NAME, "username"))).send_keys(ADMIN_USER)
-        driver.find_element(By.NAME, "password").send_keys(airflow.admin_password)
-        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-        wait.until(lambda d: any(c["name"] == "_token" for c in d.get_cookies()))
-        yield driver, wait
-    finally:
-        driver.quit()
 
 
 def test_browser_logs_in_and_reads_the_dashboard_and_a_customer(published, airflow):

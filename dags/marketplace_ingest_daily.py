@@ -65,7 +65,13 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
 
-from include.preference.dag_policy import DEFAULT_ARGS, FAIL_FAST_ERRORS, FAIL_FAST_REASON, START_DATE
+from include.preference.dag_policy import (
+    DEFAULT_ARGS,
+    FAIL_FAST_ERRORS,
+    FAIL_FAST_REASON,
+    SOURCE_LABELS,
+    START_DATE,
+)
 
 FAIL_FAST = ExceptionRetryPolicy(
     rules=[RetryRule(exception=list(FAIL_FAST_ERRORS), action=RetryAction.FAIL, reason=FAIL_FAST_REASON)]
@@ -87,6 +93,7 @@ FAIL_FAST = ExceptionRetryPolicy(
             "synthetic",
             type="string",
             enum=["synthetic", "online_retail", "rees46", "mapped"],
+            values_display=SOURCE_LABELS,
             description="Where the day's raw data comes from: the synthetic marketplace, an Online Retail "
             "invoice file, a REES46 clickstream file, or CSV/Parquet files described by a mapping file.",
         ),
@@ -102,6 +109,12 @@ FAIL_FAST = ExceptionRetryPolicy(
             None,
             type=["null", "string"],
             enum=[None, "day_first", "month_first"],
+            # The form's label for each value ("None": the empty choice, shown instead of "null").
+            values_display={
+                "None": "as PREFERENCE_DATE_ORDER says",
+                "day_first": "day first (03/04/2011 is 3 April)",
+                "month_first": "month first (03/04/2011 is 4 March)",
+            },
             description="For file sources whose numeric dates (03/04/2011) never pass 12, so the file cannot "
             "tell: read them day first or month first. Empty: PREFERENCE_DATE_ORDER; a file that tells "
             "must agree.",

@@ -32,3 +32,11 @@ FAIL_FAST_REASON = "configuration, credentials or the data itself are wrong; ret
 # Airflow pools the DAGs use: name -> (slots, description). Training holds a GPU for its duration;
 # one slot per GPU worker (one here).
 POOLS = {"gpu": (1, "GPU training slots: one per GPU worker (tasks on queue 'gpu')")}
+
+# What the trigger form shows for each source.
+SOURCE_LABELS = {
+    "synthetic": "synthetic marketplace",
+    "online_retail": "Online Retail invoice file",
+    "rees46": "REES46 clickstream file",
+    "mapped": "CSV or Parquet files with a mapping file",
+}

@@ -178,13 +178,14 @@ def _ui_trigger_and_backfill(runtime, client: AirflowClient, start: dt.date, end
 
 def _ui_trigger_bad_input(runtime, client: AirflowClient) -> dict:
     """Trigger an Online Retail run whose input_path does not exist; returns the finished run."""
+    from include.preference.dag_policy import SOURCE_LABELS
     from tests.support.browser import choose, logged_in_browser, open_trigger_dialog, submit_and_wait_closed
 
     today = dt.datetime.now(dt.UTC).date()
     before = {r["dag_run_id"] for r in client.dag_runs(DAG_ID, today - dt.timedelta(days=7), today)}
     with logged_in_browser(runtime) as (driver, wait):
         open_trigger_dialog(driver, wait, runtime.airflow_url, DAG_ID)
-        choose(driver, wait, "source", "online_retail")
+        choose(driver, wait, "source", "online_retail", SOURCE_LABELS["online_retail"])
         driver.find_element("id", "element_input_path").send_keys(BAD_INPUT)
         submit_and_wait_closed(driver, wait, "Trigger")
     runs = client.wait_for_runs(DAG_ID, today - dt.timedelta(days=7), today, expected=len(before) + 1)

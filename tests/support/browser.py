@@ -61,8 +61,8 @@ def open_trigger_dialog(driver: Any, wait: Any, airflow_url: str, dag_id: str) -
     return dialog
 
 
-def choose(driver: Any, wait: Any, param: str, option: str) -> None:
-    """Pick ``option`` in the select box of an enum param."""
+def choose(driver: Any, wait: Any, param: str, option: str, label: str | None = None) -> None:
+    """Pick ``option`` in the select box of an enum param (shown as ``label`` when it has one)."""
     from selenium.webdriver.common.by import By
 
     hidden = driver.find_element(By.CSS_SELECTOR, f"input[name=element_{param}]")
@@ -70,7 +70,7 @@ def choose(driver: Any, wait: Any, param: str, option: str) -> None:
     options = wait.until(
         lambda d: [o for o in d.find_elements(By.CSS_SELECTOR, "[role=option]") if o.is_displayed()] or None
     )
-    next(o for o in options if o.text.strip() == option).click()
+    next(o for o in options if o.text.strip() == (label or option)).click()
     wait.until(lambda d: hidden.get_attribute("value") == option)
 
 

@@ -335,10 +335,23 @@ class Outputs:
             return None  # published before segments had profiles
         profiles = self._json("segments", "customers", found, "profiles.json")
         catalogue = self.catalogue(found)
-        for profile in profiles.values():
+        earlier = [d for d in self.dates("segments", "customers") if d < found]
+        before = {}
+        if earlier:
+            summary = self._json("segments", "customers", earlier[-1], "summary.json")
+            before = {str(row["cluster_id"]): int(row["count"]) for row in summary}
+        shown = {}
+        for cluster, profile in profiles.items():
+            if not profile["members"]:
+                continue  # an empty cluster has nothing to show
             for product in profile["top_products"]:
                 product["title"] = catalogue.get(product["product_id"], {}).get("title")
-        return {"date": found.isoformat(), "segments": profiles}
+            profile["name"] = segment_name(profile)
+            # Size trend: members now against the segment's size on the day before it was last assigned.
+            profile["previous_date"] = earlier[-1].isoformat() if earlier else None
+            profile["previous_members"] = before.get(cluster)
+            shown[cluster] = profile
+        return {"date": found.isoformat(), "segments": shown}
 
     def value_tiers(self, day: dt.date | None = None) -> dict[str, Any] | None:
         found = self.latest("reports", "rfm", day)
@@ -425,6 +438,18 @@ class Outputs:
         content = read_file(self.store, PartitionRef("reports", "validation", day), path)
         media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
         return File(content, media_type)
+
+
+def segment_name(profile: dict[str, Any]) -> str:
+    """A short name for a customer segment: its most distinguishing category and its commonest
+    value tier, e.g. "home decor, mostly high value"."""
+    categories = profile.get("top_categories") or []
+    what = str(categories[0]["category"]) if categories else "mixed tastes"
+    tiers = {tier: count for tier, count in (profile.get("tiers") or {}).items() if count}
+    if not tiers:
+        return what
+    tier = max(sorted(tiers), key=lambda t: tiers[t])
+    return f"{what}, mostly {tier} value"
 
 
 def _check_entity(entity: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -269,16 +270,16 @@ def test_pages_show_the_data_and_the_api_is_documented(published, api):
     slices = published["slices"]
     header = re.findall(r"<th>([^<]+)</th>", table.group(1))
     assert header[0] == "model" and sorted(header) == sorted(slices) and {"buy_again", "popularity"} <= set(header)
-    rows = re.findall(r'<tr><td class="text">([^<]+)</td>\s*(.*?)</tr>', table.group(1), re.S)
-    groups = {**slices["model"]["value_tier"], **slices["model"]["new_vs_returning"]}
-    assert len(rows) == len(groups) and {"new", "returning"} & {r[0].split(" ")[0] for r in rows}
-    for label, cells_html in rows:
-        name = label.split(" ")[0]
-        slicing = "value_tier" if name in slices["model"]["value_tier"] else "new_vs_returning"
-        assert f"({int(slices['model'][slicing][name]['customers'])})" in label
+    rows = re.findall(r'<tr data-group="(\w+):(\w+)"><td class="text">([^<]+)</td>\s*(.*?)</tr>', table.group(1), re.S)
+    published_groups = [(slicing, label) for slicing, groups in slices["model"].items() for label in groups]
+    assert sorted((r[0], r[1]) for r in rows) == sorted(published_groups)
+    tiers = [r[1] for r in rows if r[0] == "value_tier"]
+    assert tiers == [t for t in ("high", "mid", "low", "none") if t in tiers]  # best tier first
+    for slicing, name, title, cells_html in rows:
+        assert title.endswith(f"({int(slices['model'][slicing][name]['customers'])})")
         shown = re.findall(r"<td>([^<]+)</td>", cells_html)
         expected = [f"{slices[s][slicing][name]['recall_at_k']:.4f}" for s in header]
-        assert shown == expected, (label, shown, expected)
+        assert shown == expected, (title, shown, expected)
     assert "Customers segments" in page.text and "RFM value tiers" in page.text
     customer_id = read_table(published["store"], PartitionRef("scores", "recommendations", published["next_day"]))[
         "customer_id"
@@ -314,9 +315,29 @@ def test_segment_profiles_in_the_api_the_dashboard_and_linked_from_the_customer_
         assert [t["title"] for t in profile["top_products"]] == [
             titles.get(t["product_id"]) for t in document[cluster]["top_products"]
         ]
+    assert set(body["segments"]) == {c for c, p in document.items() if p["members"] > 0}  # no empty cluster
+    # Each named by its top category and commonest tier; its size against the day before's summary.
+    earlier = json.loads(
+        read_file(published["store"], PartitionRef("segments", "customers", published["day"]), "summary.json")
+    )
+    sizes = {str(row["cluster_id"]): row["count"] for row in earlier}
+    for cluster, profile in body["segments"].items():
+        top = profile["top_categories"][0]["category"] if profile["top_categories"] else "mixed tastes"
+        assert profile["name"].startswith(top)
+        counted = {tier: n for tier, n in profile["tiers"].items() if n}
+        if counted:
+            commonest = [tier for tier, n in counted.items() if n == max(counted.values())]
+            assert any(profile["name"].endswith(f"mostly {tier} value") for tier in commonest)
+        assert profile["previous_date"] == published["day"].isoformat()
+        assert profile["previous_members"] == sizes.get(cluster)
     page = api.get("/ui").text
-    for cluster in document:
+    for cluster, profile in body["segments"].items():
         assert f'<tr id="segment-customers-{cluster}"><td class="text">segment {cluster}</td>' in page
+        row = re.search(rf'<tr id="segment-customers-{cluster}">(.*?)</tr>', page, re.S)
+        assert row is not None and profile["name"] in html.unescape(row.group(1))
+        if profile["previous_members"] is not None:
+            change = profile["members"] - profile["previous_members"]
+            assert f"{change:+d} since {published['day'].isoformat()}" in row.group(1)
     customer = api.get(f"/api/customers/{body_customer(published)}").json()
     linked = api.get(f"/ui/customers/{customer['customer_id']}").text
     assert f'href="/ui#segment-customers-{customer["segment"]["cluster_id"]}"' in linked

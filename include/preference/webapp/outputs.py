@@ -102,8 +102,8 @@ class CustomerRows:
         return [] if span is None else self.table.slice(*span).to_pylist()
 
 
-# Partitions kept in memory by one app process (recommendations, tiers, segments and the catalogue
-# of the latest day, and of a few days asked for).
+# Partitions kept in memory by one app process (recommendations, tiers, segments, profiles and the
+# catalogue of the latest day, and of a few days asked for).
 CACHED_PARTITIONS = 8
 
 
@@ -113,10 +113,8 @@ class Outputs:
     def __init__(self, store: ObjectStore, mlflow_ui: str | None = None) -> None:
         self.store = store
         self.mlflow_ui = mlflow_ui.rstrip("/") if mlflow_ui else None
-        self._profiles: ProfileIndex | None = None
-        self._profiles_lock = threading.Lock()
-        self._rows: OrderedDict[tuple[str, str], Any] = OrderedDict()
-        self._rows_lock = threading.Lock()
+        self._partitions: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        self._partitions_lock = threading.Lock()
         self._dates: dict[tuple[str, str], tuple[float, list[dt.date]]] = {}
         self._dates_lock = threading.Lock()
 
@@ -168,15 +166,15 @@ class Outputs:
         """What ``build`` makes of a published partition, kept for the latest few partitions asked
         for (read once, not per request; a republished partition has a new version and is read anew)."""
         key = (ref.prefix, version)
-        with self._rows_lock:
-            if key in self._rows:
-                self._rows.move_to_end(key)
-                return self._rows[key]
+        with self._partitions_lock:
+            if key in self._partitions:
+                self._partitions.move_to_end(key)
+                return self._partitions[key]
         value = build()
-        with self._rows_lock:
-            self._rows[key] = value
-            while len(self._rows) > CACHED_PARTITIONS:
-                self._rows.popitem(last=False)
+        with self._partitions_lock:
+            self._partitions[key] = value
+            while len(self._partitions) > CACHED_PARTITIONS:
+                self._partitions.popitem(last=False)
         return value
 
     def customer(self, customer_id: str, day: dt.date | None = None) -> dict[str, Any] | None:
@@ -232,32 +230,32 @@ class Outputs:
         return found
 
     def _profile_index(self, day: dt.date | None) -> ProfileIndex | None:
-        """The latest published customer profiles on or before ``day``, kept in memory until a
-        newer (or republished) partition is asked for."""
+        """The latest published customer profiles on or before ``day``, in memory like the other
+        per-customer partitions (read anew when republished)."""
         import numpy as np
 
         found = self.latest("scores", "customer_profiles", day)
-        manifest = read_manifest(self.store, PartitionRef("scores", "customer_profiles", found)) if found else None
-        if found is None or manifest is None:
+        ref = PartitionRef("scores", "customer_profiles", found) if found else None
+        manifest = read_manifest(self.store, ref) if ref else None
+        if found is None or ref is None or manifest is None:
             return None
-        key = (found, manifest.version)
-        with self._profiles_lock:
-            if self._profiles is not None and self._profiles.key == key:
-                return self._profiles
-            table = read_table(self.store, PartitionRef("scores", "customer_profiles", found))
+
+        def build() -> ProfileIndex:
+            table = read_table(self.store, ref)
             ids = np.asarray(table.column("customer_id").to_pylist(), dtype=object)
             values = table.column("profile").combine_chunks()
             flat = values.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
-            index = ProfileIndex(
-                key=key,
+            return ProfileIndex(
+                key=(found, manifest.version),
                 model_version=str(manifest.extra.get("model_version")),
                 position={c: i for i, c in enumerate(ids)},
                 ids=ids,
                 vectors=flat.reshape(len(ids), -1) if len(ids) else np.zeros((0, 0), np.float32),
                 errors=table.column("reconstruction_error").to_numpy(zero_copy_only=False).astype(np.float64),
             )
-            self._profiles = index
-            return index
+
+        index: ProfileIndex = self._cached(ref, manifest.version, build)
+        return index
 
     def customer_profile(self, customer_id: str, day: dt.date | None = None) -> dict[str, Any] | None:
         """The customer's profile as of ``day``: its reconstruction error (with the share of customers
@@ -328,12 +326,14 @@ class Outputs:
         """What sets each customer segment apart as of ``day`` (latest when None): members, mean
         revenue and orders, RFM tier mix, distinguishing categories and products (with titles)."""
         found = self.latest("segments", "customers", day)
-        manifest = read_manifest(self.store, PartitionRef("segments", "customers", found)) if found else None
-        if found is None or manifest is None:
+        ref = PartitionRef("segments", "customers", found) if found else None
+        manifest = read_manifest(self.store, ref) if ref else None
+        if found is None or ref is None or manifest is None:
             return None
-        if not any(entry.path == f"{manifest.version}/profiles.json" for entry in manifest.files):
+        entry = next((e for e in manifest.files if e.path == f"{manifest.version}/profiles.json"), None)
+        if entry is None:
             return None  # published before segments had profiles
-        profiles = self._json("segments", "customers", found, "profiles.json")
+        profiles = json.loads(self.store.get_bytes(ref.prefix + entry.path))  # the manifest read just now
         catalogue = self.catalogue(found)
         earlier = [d for d in self.dates("segments", "customers") if d < found]
         before = {}
